@@ -8,10 +8,25 @@
 //! - [`credentials`]: finding the credential in that head (five carriers, in order);
 //! - [`jwt`]: strict HS256 verification and signing;
 //! - [`auth`]: the [`auth::Authenticator`] trait, sessions, origin policy, room access;
-//! - [`rejection`]: every refusal and its HTTP status / close code, in one place.
+//! - [`rejection`]: every refusal and its HTTP status / close code, in one place;
+//! - [`handshake`]: reading the head, deciding, answering HTTP or upgrading;
+//! - [`room`]: the room registry and fan-out;
+//! - `connection`: one client's read/write loop;
+//! - [`config`], [`metrics`], [`server`]: settings, counters, the accept loop and shutdown.
+//!
+//! Embedding takes a few lines; see [`Server`].
 
 pub mod auth;
+pub mod config;
+mod connection;
 pub mod credentials;
+pub mod handshake;
 pub mod head;
 pub mod jwt;
+pub mod metrics;
 pub mod rejection;
+pub mod room;
+pub mod server;
+
+pub use config::{Config, RejectMode};
+pub use server::{ServeError, Server};

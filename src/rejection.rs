@@ -39,6 +39,27 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every value [`Rejection::label`] can return, in a fixed order.
+    pub const LABELS: [&'static str; 17] = [
+        "not_found",
+        "method_not_allowed",
+        "bad_request",
+        "head_too_large",
+        "missing_credential",
+        "malformed_token",
+        "unsupported_token",
+        "unknown_key",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "wrong_issuer_or_audience",
+        "invalid_claims",
+        "invalid_credential",
+        "forbidden",
+        "overloaded",
+        "unavailable",
+    ];
+
     /// The HTTP status this rejection is answered with.
     pub fn status(&self) -> u16 {
         match self {

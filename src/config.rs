@@ -1,0 +1,145 @@
+//! Everything a server can be told, with the SPEC's defaults, in one struct.
+//!
+//! Every limit on what a client controls lives here, so an operator can find and tune them in
+//! one place (and `wsgate serve --help` lists the same set).
+//!
+//! ```
+//! use wsgate::Config;
+//! use wsgate::jwt::Key;
+//!
+//! let config = Config {
+//!     addr: "127.0.0.1:0".parse().unwrap(),
+//!     keys: vec![Key::new(b"an example secret of at least 32 bytes!!").unwrap()],
+//!     ..Config::default()
+//! };
+//! assert!(config.validate().is_ok());
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::auth::OriginPolicy;
+use crate::credentials::Carriers;
+use crate::jwt::{Key, Validation};
+
+/// How authentication failures are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RejectMode {
+    /// An HTTP `401`/`403` before the upgrade. The default, and the only mode that never
+    /// upgrades an unauthenticated connection.
+    #[default]
+    Http,
+    /// Upgrade, then close at once with `4401`/`4403` and a reason: a browser script cannot
+    /// read an HTTP status, but it can read a close code. Origin failures stay HTTP `403`.
+    Close,
+}
+
+/// Server configuration. `Config::default()` holds every SPEC default but no key.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen. Default `127.0.0.1:8080`; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// HS256 keys; the first is the primary (tokens without `kid` are checked with it).
+    /// Unused when the server is given a custom authenticator.
+    pub keys: Vec<Key>,
+    /// Leeway, issuer and audience rules for tokens.
+    pub validation: Validation,
+    /// Which `Origin`s may connect. Default: same origin.
+    pub origins: OriginPolicy,
+    /// Cookie names for the cookie carriers.
+    pub carriers: Carriers,
+    /// Subprotocols we speak, in preference order; the first one offered is echoed.
+    /// Default `["chat"]`.
+    pub protocols: Vec<String>,
+    /// HTTP status or close code for authentication failures. Default HTTP.
+    pub reject_with: RejectMode,
+    /// Open sockets (handshaking or upgraded) at most; past it new ones get `503`.
+    /// Default 10,000.
+    pub max_connections: usize,
+    /// A request head must arrive within this, or the socket is dropped (slowloris).
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Largest message a client may send, in bytes; larger closes with `1009`. Default 64 KiB.
+    pub max_message_size: usize,
+    /// Messages per second a connection may send on average. Default 50.
+    pub rate_limit: u32,
+    /// Messages a connection may send in a burst above the average. Default 100.
+    pub rate_burst: u32,
+    /// An idle connection is pinged this often. Default 20 s.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Messages a room buffers for its slowest member before that member is told it lagged.
+    /// Also the most payloads a room keeps alive. Default 256.
+    pub room_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            keys: Vec::new(),
+            validation: Validation::default(),
+            origins: OriginPolicy::default(),
+            carriers: Carriers::default(),
+            protocols: vec!["chat".to_owned()],
+            reject_with: RejectMode::default(),
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            max_message_size: 64 * 1024,
+            rate_limit: 50,
+            rate_burst: 100,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            room_buffer: 256,
+        }
+    }
+}
+
+/// A configuration the server refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks the limits are usable. Keys are checked when they are made ([`Key::new`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |why: &str| Err(ConfigError(why.to_owned()));
+        if self.max_connections == 0 {
+            return fail("max connections must be at least 1");
+        }
+        if self.handshake_timeout.is_zero() || self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
+            return fail("timeouts and intervals must be greater than zero");
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return fail(
+                "idle timeout must be longer than the ping interval, or idle clients are closed before they are pinged",
+            );
+        }
+        if self.max_message_size < 16 {
+            return fail("max message size must be at least 16 bytes");
+        }
+        if self.rate_limit == 0 || self.rate_burst == 0 {
+            return fail("rate limit and burst must be at least 1");
+        }
+        if self.room_buffer == 0 || self.room_buffer > 1 << 16 {
+            return fail("room buffer must be 1 to 65536 messages");
+        }
+        if self
+            .protocols
+            .iter()
+            .any(|p| p.is_empty() || p.starts_with(crate::credentials::BEARER_PROTOCOL_PREFIX))
+        {
+            return fail("a supported protocol must be non-empty and must not start with bearer.");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! Counters for `/metrics` (SPEC §7), updated on the hot path with relaxed atomics: no lock
+//! is ever taken to count, and a scrape reads each value once.
+//!
+//! Labels are fixed, low-cardinality words (a result, a reason): never a user, room or token.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::rejection::Rejection;
+
+/// Handshake outcomes, as the `result` label of `wsgate_handshakes_total`.
+const RESULTS: [&str; 5] = ["accepted", "unauthenticated", "forbidden", "bad_request", "overloaded"];
+
+/// The server's counters. Shared by reference; every method takes `&self`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections_active: AtomicI64,
+    handshakes: [AtomicU64; RESULTS.len()],
+    rejections: [AtomicU64; Rejection::LABELS.len()],
+    messages_received: AtomicU64,
+    messages_delivered: AtomicU64,
+    messages_lagged: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn accepted(&self) {
+        self.handshakes[0].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn rejected(&self, rejection: &Rejection) {
+        let result = match rejection.status() {
+            401 => 1,
+            403 => 2,
+            503 => 4,
+            _ => 3,
+        };
+        self.handshakes[result].fetch_add(1, Relaxed);
+        if let Some(i) = Rejection::LABELS.iter().position(|r| *r == rejection.label()) {
+            self.rejections[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections_active.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_active.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn received(&self) {
+        self.messages_received.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn delivered(&self, n: u64) {
+        self.messages_delivered.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn lagged(&self, n: u64) {
+        self.messages_lagged.fetch_add(n, Relaxed);
+    }
+
+    /// Upgraded connections open now.
+    pub fn connections_active(&self) -> i64 {
+        self.connections_active.load(Relaxed)
+    }
+
+    /// Handshakes so far with `result` (`accepted`, `unauthenticated`, `forbidden`,
+    /// `bad_request`, `overloaded`).
+    pub fn handshakes(&self, result: &str) -> u64 {
+        RESULTS
+            .iter()
+            .position(|r| *r == result)
+            .map_or(0, |i| self.handshakes[i].load(Relaxed))
+    }
+
+    /// Messages delivered to members so far (one per recipient).
+    pub fn messages_delivered(&self) -> u64 {
+        self.messages_delivered.load(Relaxed)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every counter, plus `rooms_active`.
+    pub fn render(&self, rooms_active: usize) -> String {
+        let mut out = String::with_capacity(2048);
+        describe(
+            &mut out,
+            "wsgate_connections_active",
+            "gauge",
+            "Upgraded WebSocket connections open now.",
+        );
+        let _ = writeln!(out, "wsgate_connections_active {}", self.connections_active());
+        describe(&mut out, "wsgate_handshakes_total", "counter", "Handshakes by result.");
+        for (result, count) in RESULTS.iter().zip(&self.handshakes) {
+            let _ = writeln!(
+                out,
+                "wsgate_handshakes_total{{result=\"{result}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+        describe(
+            &mut out,
+            "wsgate_handshake_rejections_total",
+            "counter",
+            "Refused handshakes by reason.",
+        );
+        for (reason, count) in Rejection::LABELS.iter().zip(&self.rejections) {
+            let _ = writeln!(
+                out,
+                "wsgate_handshake_rejections_total{{reason=\"{reason}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+        let counters = [
+            (
+                "wsgate_messages_received_total",
+                "Chat messages accepted from clients.",
+                &self.messages_received,
+            ),
+            (
+                "wsgate_messages_delivered_total",
+                "Messages written to members, one per recipient.",
+                &self.messages_delivered,
+            ),
+            (
+                "wsgate_messages_lagged_total",
+                "Messages slow members missed (each reported to them).",
+                &self.messages_lagged,
+            ),
+        ];
+        for (name, help, value) in counters {
+            describe(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+        }
+        describe(
+            &mut out,
+            "wsgate_rooms_active",
+            "gauge",
+            "Rooms with at least one member.",
+        );
+        let _ = writeln!(out, "wsgate_rooms_active {rooms_active}");
+        out
+    }
+}
+
+fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}

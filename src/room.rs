@@ -1,0 +1,153 @@
+//! Rooms: a registry that creates a room on its first join and frees it on its last leave,
+//! and the fan-out of one message to every member.
+//!
+//! Each room is a `tokio::sync::broadcast` channel of ready-to-send WebSocket messages. A
+//! message is serialized once; every member receives a clone of the same `Message`, which is
+//! a reference-count bump, not a copy.
+//!
+//! A member that cannot keep up never holds the others back: the channel keeps the last
+//! `room_buffer` messages, and a receiver that falls further behind is told by the channel
+//! exactly how many it missed (`RecvError::Lagged(n)`), which the connection passes on to the
+//! client as `{"type":"lagged","missed":n}`. Memory per room is bounded by that buffer.
+//!
+//! ```
+//! use wsgate::room::Rooms;
+//!
+//! let rooms = Rooms::new(16);
+//! let mut alice = rooms.join("lobby", "alice");
+//! let bob = rooms.join("lobby", "bob");
+//! assert_eq!(rooms.active(), 1);
+//! // Alice hears Bob arrive.
+//! assert!(alice.receiver.try_recv().unwrap().to_text().unwrap().contains(r#""type":"join""#));
+//! drop((alice, bob));
+//! assert_eq!(rooms.active(), 0);
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The registry of rooms. Cloning gives another handle to the same rooms.
+#[derive(Debug, Clone)]
+pub struct Rooms {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rooms: Mutex<HashMap<String, Room>>,
+    /// Per-room broadcast capacity: how far a member may fall behind before it lags.
+    buffer: usize,
+}
+
+#[derive(Debug)]
+struct Room {
+    sender: broadcast::Sender<Message>,
+    /// Counted by us rather than `receiver_count()` so that join and leave, which take the
+    /// registry lock, decide alone when a room is created and removed.
+    members: usize,
+}
+
+/// One member's place in a room. Dropping it leaves the room (telling the others) and frees
+/// the room if it was the last member.
+#[derive(Debug)]
+pub struct Membership {
+    /// Everything sent to the room from the moment of joining.
+    pub receiver: broadcast::Receiver<Message>,
+    sender: broadcast::Sender<Message>,
+    rooms: Rooms,
+    room: String,
+    username: String,
+}
+
+impl Rooms {
+    /// An empty registry whose rooms buffer `buffer` messages each.
+    pub fn new(buffer: usize) -> Rooms {
+        Rooms {
+            inner: Arc::new(Inner {
+                rooms: Mutex::new(HashMap::new()),
+                buffer: buffer.max(1),
+            }),
+        }
+    }
+
+    /// Joins `room` as `username`; the other members get a `join` event, the joiner does not.
+    pub fn join(&self, room: &str, username: &str) -> Membership {
+        let mut rooms = self.lock();
+        let entry = rooms.entry(room.to_owned()).or_insert_with(|| Room {
+            sender: broadcast::channel(self.inner.buffer).0,
+            members: 0,
+        });
+        entry.members += 1;
+        // Sent before subscribing, so the joiner's own receiver does not get it.
+        let _ = entry.sender.send(event("join", room, username));
+        Membership {
+            receiver: entry.sender.subscribe(),
+            sender: entry.sender.clone(),
+            rooms: self.clone(),
+            room: room.to_owned(),
+            username: username.to_owned(),
+        }
+    }
+
+    /// Rooms with at least one member.
+    pub fn active(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+        // Nothing panics while holding this lock; if something ever did, the map is still
+        // consistent enough to keep serving.
+        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Membership {
+    /// The room's name.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// Sends `message` to every member, this one included. The same bytes go to all.
+    pub fn broadcast(&self, message: Message) {
+        // Err only means no receiver is left, which cannot happen while `self` holds one.
+        let _ = self.sender.send(message);
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut rooms = self.rooms.lock();
+        let Some(room) = rooms.get_mut(&self.room) else { return };
+        room.members -= 1;
+        if room.members == 0 {
+            rooms.remove(&self.room);
+        } else {
+            let _ = room.sender.send(event("leave", &self.room, &self.username));
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    r#type: &'a str,
+    room: &'a str,
+    username: &'a str,
+}
+
+fn event(kind: &str, room: &str, username: &str) -> Message {
+    text(&Event {
+        r#type: kind,
+        room,
+        username,
+    })
+}
+
+/// Serializes `value` once into a text message whose payload can be shared by every member.
+pub(crate) fn text<T: Serialize>(value: &T) -> Message {
+    // Our message structs hold only strings and numbers; serializing them cannot fail.
+    Message::text(serde_json::to_string(value).unwrap_or_default())
+}

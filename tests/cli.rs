@@ -1,0 +1,275 @@
+//! The `wsgate` binary as a user runs it: dev mode, `wsgate token`, configuration errors,
+//! SIGTERM, and the server process's memory under a flood with a member that never reads.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{SECRET, WAIT, within};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use wsgate::jwt::{Key, Validation, Verifier};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+
+fn secret() -> String {
+    String::from_utf8(SECRET.to_vec()).unwrap()
+}
+
+async fn output(args: &[&str], secret: Option<&str>) -> (i32, String, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("WSGATE_SECRET").kill_on_drop(true);
+    if let Some(secret) = secret {
+        command.env("WSGATE_SECRET", secret);
+    }
+    let out = within(command.output()).await.unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+/// Starts `wsgate serve` on a free port and returns it with the address it printed or logged.
+async fn spawn_server(args: &[&str], secret: Option<&str>) -> (Child, String, Vec<String>) {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("WSGATE_SECRET")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(secret) = secret {
+        command.env("WSGATE_SECRET", secret);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The "listening" log line carries the bound address.
+    let addr = loop {
+        let line = within(stderr.next_line())
+            .await
+            .unwrap()
+            .expect("server exited before listening");
+        if let Some(at) = line.find("addr=") {
+            break line[at + 5..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    let mut stdout_lines = Vec::new();
+    if secret.is_none() {
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(line) = within(stdout.next_line()).await.unwrap() {
+            let done = line.starts_with("Then send");
+            stdout_lines.push(line);
+            if done {
+                break;
+            }
+        }
+    }
+    (child, addr, stdout_lines)
+}
+
+#[tokio::test]
+async fn dev_mode_prints_a_working_token() {
+    let (_child, addr, banner) = spawn_server(&[], None).await;
+    let text = banner.join("\n");
+    assert!(text.contains("dev mode") && text.contains(&addr), "{text}");
+    let url = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("websocat '"))
+        .unwrap()
+        .trim_end_matches('\'');
+    assert!(url.starts_with(&format!("ws://{addr}/ws/chat/lobby?token=")));
+    let (mut client, _) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
+    let welcome = within(client.next()).await.unwrap().unwrap();
+    assert!(welcome.to_text().unwrap().contains(r#""username":"alice""#));
+    within(client.send(Message::text(r#"{"message":"hello"}"#)))
+        .await
+        .unwrap();
+    let echo = within(client.next()).await.unwrap().unwrap();
+    assert!(echo.to_text().unwrap().contains(r#""message":"hello""#));
+}
+
+#[tokio::test]
+async fn dev_mode_refuses_a_public_address() {
+    let (code, _, stderr) = output(&["serve", "--addr", "0.0.0.0:0"], None).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("loopback only"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_token_command_signs_what_it_is_asked() {
+    let (code, stdout, stderr) = output(
+        &[
+            "token",
+            "--sub",
+            "alice",
+            "--ttl",
+            "2h",
+            "--rooms",
+            "lobby, team-*",
+            "--kid",
+            "k1",
+        ],
+        Some(&secret()),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let verifier = Verifier::new(vec![Key::with_kid("k1", SECRET).unwrap()], Validation::default()).unwrap();
+    let claims = verifier.verify(stdout.trim()).unwrap();
+    assert_eq!(claims.sub, "alice");
+    assert_eq!(claims.rooms, Some(vec!["lobby".to_owned(), "team-*".to_owned()]));
+    assert!((claims.exp - claims.iat.unwrap() - 7200).abs() <= 1);
+
+    let (code, _, stderr) = output(&["token", "--sub", "alice"], None).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no secret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_configuration_is_one_clear_line_and_a_nonzero_exit() {
+    let cases: [(&[&str], Option<&str>, i32, &str); 6] = [
+        (&["serve"], Some("too-short"), 2, "at least 32"),
+        (&["serve", "--addr", "nonsense"], Some(&secret()), 2, "--addr"),
+        (
+            &["serve", "--max-connections", "lots"],
+            Some(&secret()),
+            2,
+            "--max-connections",
+        ),
+        (
+            &["serve", "--frobnicate", "1"],
+            Some(&secret()),
+            2,
+            "unknown option --frobnicate",
+        ),
+        (
+            &["serve", "--reject-with", "maybe"],
+            Some(&secret()),
+            2,
+            "expected http or close",
+        ),
+        (
+            &["serve", "--ping-interval", "60s", "--idle-timeout", "30s"],
+            Some(&secret()),
+            2,
+            "idle timeout",
+        ),
+    ];
+    for (args, secret, expected, needle) in cases {
+        let (code, _, stderr) = output(args, secret).await;
+        assert_eq!(code, expected, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = output(&["serve", "--addr", &addr], Some(&secret())).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn help_lists_every_option() {
+    let (code, stdout, _) = output(&["serve", "--help"], None).await;
+    assert_eq!(code, 0);
+    for flag in [
+        "--addr",
+        "--secret-file",
+        "--origins",
+        "--reject-with",
+        "--max-connections",
+        "--rate-limit",
+        "--idle-timeout",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing from:\n{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_with_1001_and_exits_cleanly() {
+    let (mut child, addr, _) = spawn_server(&[], Some(&secret())).await;
+    let token = common::token("alice");
+    let (mut client, _) = within(tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/ws/chat/lobby?token={token}"
+    )))
+    .await
+    .unwrap();
+    let _welcome = within(client.next()).await;
+    let pid = child.id().unwrap().to_string();
+    let killed = within(Command::new("kill").args(["-TERM", &pid]).status())
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let close = loop {
+        match within(client.next()).await {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close, 1001);
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("did not exit within 5 s")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_while_a_member_never_reads() {
+    let args = [
+        "--rate-limit",
+        "100000",
+        "--rate-burst",
+        "100000",
+        "--room-buffer",
+        "16",
+    ];
+    let (child, addr, _) = spawn_server(&args, Some(&secret())).await;
+    let pid = child.id().unwrap();
+    let connect = |user: &str| {
+        let url = format!("ws://{addr}/ws/chat/flood?token={}", common::token(user));
+        async move { within(tokio_tungstenite::connect_async(url)).await.unwrap().0 }
+    };
+    let _never_reads = connect("slow").await;
+    let (mut sink, mut stream) = connect("sender").await.split();
+    // The sender reads its own copies in the background; it may lag, but the last message,
+    // being the newest, always arrives.
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(WAIT, stream.next()).await {
+            if message.to_text().is_ok_and(|t| t.contains("|last|")) {
+                return true;
+            }
+        }
+        false
+    });
+    let before = rss_kib(pid);
+    // 2,000 messages of 32 KiB: 64 MiB through a room whose slowest member takes nothing.
+    let filler = "x".repeat(32 * 1024);
+    for i in 0..2000 {
+        let text = if i == 1999 {
+            format!(r#"{{"message":"|last|{filler}"}}"#)
+        } else {
+            format!(r#"{{"message":"{filler}"}}"#)
+        };
+        within(sink.send(Message::text(text))).await.unwrap();
+    }
+    assert!(within(reader).await.unwrap(), "the room stopped flowing");
+    let growth_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    // Bounded by the room buffer (16 x 32 KiB) plus socket write buffers, not by the 64 MiB sent.
+    assert!(growth_mib < 16, "server RSS grew by {growth_mib} MiB");
+}

@@ -1,0 +1,225 @@
+//! Helpers for the socket tests: a server on 127.0.0.1:0, clients, raw HTTP, and a bound on
+//! every wait so a hang fails the test instead of blocking CI.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wsgate::auth::Authenticator;
+use wsgate::jwt::{Claims, Key, unix_now};
+use wsgate::metrics::Metrics;
+use wsgate::{Config, Server};
+
+pub const SECRET: &[u8] = b"integration-test-secret-0123456789ab";
+
+/// The longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a connection attempt gives: the client and the server's response, or why not.
+pub type Connected = Result<(Client, Response<Option<Vec<u8>>>), WsError>;
+
+/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
+pub async fn within<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future).await.expect("timed out")
+}
+
+pub fn key() -> Key {
+    Key::new(SECRET).unwrap()
+}
+
+pub fn token(sub: &str) -> String {
+    key().sign(&Claims::new(sub, unix_now() + 600))
+}
+
+pub fn token_for_rooms(sub: &str, rooms: &[&str]) -> String {
+    let mut claims = Claims::new(sub, unix_now() + 600);
+    claims.rooms = Some(rooms.iter().map(|r| r.to_string()).collect());
+    key().sign(&claims)
+}
+
+pub fn config() -> Config {
+    Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        keys: vec![key()],
+        ..Config::default()
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let server = Server::bind(config).await.unwrap();
+        TestServer::run(server)
+    }
+
+    pub async fn start_with<A: Authenticator>(config: Config, authenticator: A) -> TestServer {
+        TestServer::run(Server::bind_with(config, authenticator).await.unwrap())
+    }
+
+    fn run<A: Authenticator>(server: Server<A>) -> TestServer {
+        let addr = server.local_addr();
+        let metrics = server.metrics();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            within(task).await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Connects to `path` with extra request headers.
+    pub async fn connect(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Client, Response<Option<Vec<u8>>>), WsError> {
+        let mut request = self.url(path).into_client_request().unwrap();
+        for (name, value) in headers {
+            let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request
+                .headers_mut()
+                .append(name, HeaderValue::from_str(value).unwrap());
+        }
+        within(tokio_tungstenite::connect_async(request)).await
+    }
+
+    /// Connects to room `room` with a query-string token for `user` and reads the welcome.
+    pub async fn join(&self, room: &str, user: &str) -> Client {
+        let (mut client, _) = self
+            .connect(&format!("/ws/chat/{room}?token={}", token(user)), &[])
+            .await
+            .unwrap();
+        let welcome = next_json(&mut client).await;
+        assert_eq!(welcome["type"], "welcome");
+        client
+    }
+
+    /// Sends raw bytes and returns what the server answers: everything until it closes, or
+    /// just the head of a `101` (after which the connection stays open).
+    pub async fn raw(&self, request: &[u8]) -> String {
+        let mut stream = within(TcpStream::connect(self.addr)).await.unwrap();
+        within(stream.write_all(request)).await.unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match within(stream.read(&mut buf)).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+            if response.starts_with(b"HTTP/1.1 101 ") && response.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    pub async fn get(&self, path: &str) -> String {
+        self.raw(format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr).as_bytes())
+            .await
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `wsgate_handshakes_total{result="accepted"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let body = self.get("/metrics").await;
+        body.lines()
+            .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no sample {sample} in {body}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A WebSocket upgrade request head for `path` with extra header lines.
+pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// The next text message as JSON, skipping pings and pongs.
+pub async fn next_json(client: &mut Client) -> serde_json::Value {
+    loop {
+        match within(client.next()).await {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the server's close frame, skipping anything before it.
+pub async fn close_frame(client: &mut Client) -> CloseFrame {
+    loop {
+        match within(client.next()).await {
+            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(Message::Close(None))) => panic!("close without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+pub async fn send(client: &mut Client, json: &str) {
+    within(client.send(Message::text(json))).await.unwrap();
+}
+
+/// The HTTP status of a refused WebSocket connection attempt, and its response.
+pub fn refused(result: Connected) -> Response<Option<Vec<u8>>> {
+    match result {
+        Err(WsError::Http(response)) => *response,
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok((_, response)) => panic!("expected a refusal, got {}", response.status()),
+    }
+}
+
+/// The body of a refusal as text.
+pub fn body(response: &Response<Option<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned()
+}
