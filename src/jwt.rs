@@ -29,8 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -313,19 +312,21 @@ impl Verifier {
             return Err(JwtError::Malformed("expected three segments"));
         };
 
-        let header = decode_segment(header_b64)?;
-        let key = self.key_for(&parse_header(&header)?)?;
+        let mut buffer = SegmentBuffer::new();
+        let header = parse_header(buffer.decode(header_b64)?)?;
+        let key = self.key_for(&header)?;
 
-        let signature = decode_segment(signature_b64)?;
+        let mut signature = [0u8; 64];
+        let signature = decode_into(signature_b64, &mut signature)?;
         let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
         let mut mac = key.mac.clone();
         mac.update(signing_input);
         // `verify_slice` checks the length, then compares in constant time.
-        mac.verify_slice(&signature).map_err(|_| JwtError::BadSignature)?;
+        mac.verify_slice(signature).map_err(|_| JwtError::BadSignature)?;
 
         // The payload is authentic from here on.
-        let payload = decode_segment(payload_b64)?;
-        self.check_claims(parse_claims(&payload)?, now)
+        let mut buffer = SegmentBuffer::new();
+        self.check_claims(parse_claims(buffer.decode(payload_b64)?)?, now)
     }
 
     fn key_for(&self, header: &Header) -> Result<&Key, JwtError> {
@@ -343,42 +344,47 @@ impl Verifier {
     /// else is wrong with it), then who, then for whom.
     fn check_claims(&self, raw: RawClaims<'_>, now: i64) -> Result<Claims, JwtError> {
         let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
-        let exp = raw.exp.ok_or(JwtError::MissingClaim("exp"))?;
+        let exp = typed(raw.exp, "exp must be a number")?.ok_or(JwtError::MissingClaim("exp"))?;
+        let nbf = typed(raw.nbf, "nbf must be a number")?;
+        let iat = typed(raw.iat, "iat must be a number")?;
         // RFC 7519 §4.1.4: the current time must be *before* exp.
         if now >= exp.saturating_add(leeway) {
             return Err(JwtError::Expired);
         }
         let future = now.saturating_add(leeway);
-        if raw.nbf.is_some_and(|nbf| nbf > future) || raw.iat.is_some_and(|iat| iat > future) {
+        if nbf.is_some_and(|nbf| nbf > future) || iat.is_some_and(|iat| iat > future) {
             return Err(JwtError::NotYetValid);
         }
-        let sub = raw.sub.ok_or(JwtError::MissingClaim("sub"))?;
+        let sub = typed(raw.sub, "sub must be a string")?.ok_or(JwtError::MissingClaim("sub"))?;
         if sub.is_empty() || sub.chars().count() > MAX_SUBJECT_CHARS {
             return Err(JwtError::InvalidClaim("sub must be 1-128 characters"));
         }
+        let iss = typed(raw.iss, "iss must be a string")?;
+        let aud = typed(raw.aud, "aud must be a string or an array of strings")?.map_or_else(Vec::new, |a| a.0);
+        let rooms = typed(raw.rooms, "rooms must be an array of strings")?;
         if let Some(issuer) = &self.validation.issuer {
-            match &raw.iss {
+            match &iss {
                 None => return Err(JwtError::MissingClaim("iss")),
                 Some(iss) if iss != issuer => return Err(JwtError::WrongIssuer),
                 Some(_) => {}
             }
         }
         if let Some(audience) = &self.validation.audience {
-            if raw.aud.is_empty() {
+            if aud.is_empty() {
                 return Err(JwtError::MissingClaim("aud"));
             }
-            if !raw.aud.contains(audience) {
+            if !aud.contains(audience) {
                 return Err(JwtError::WrongAudience);
             }
         }
         Ok(Claims {
             sub: sub.into_owned(),
             exp,
-            nbf: raw.nbf,
-            iat: raw.iat,
-            iss: raw.iss.map(Cow::into_owned),
-            aud: raw.aud,
-            rooms: raw.rooms,
+            nbf,
+            iat,
+            iss: iss.map(Cow::into_owned),
+            aud,
+            rooms,
         })
     }
 }
@@ -392,112 +398,319 @@ pub fn unix_now() -> i64 {
 
 /// Strict base64url: the engine refuses padding and non-canonical trailing bits, so every
 /// token has exactly one spelling and a signature cannot be altered without breaking it.
-fn decode_segment(segment: &str) -> Result<Vec<u8>, JwtError> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| JwtError::Malformed("invalid base64url"))
+fn decode_into<'b>(segment: &str, out: &'b mut [u8]) -> Result<&'b [u8], JwtError> {
+    let invalid = |_| JwtError::Malformed("invalid base64url");
+    let len = URL_SAFE_NO_PAD.decode_slice(segment, out).map_err(invalid)?;
+    Ok(&out[..len])
 }
 
+/// Where a segment is decoded: on the stack when it is small (typical headers and payloads
+/// are a few hundred bytes), on the heap otherwise. Saves an allocation per segment.
+struct SegmentBuffer {
+    stack: [u8; 512],
+    heap: Vec<u8>,
+}
+
+impl SegmentBuffer {
+    fn new() -> SegmentBuffer {
+        SegmentBuffer {
+            stack: [0; 512],
+            heap: Vec::new(),
+        }
+    }
+
+    fn decode(&mut self, segment: &str) -> Result<&[u8], JwtError> {
+        if base64::decoded_len_estimate(segment.len()) <= self.stack.len() {
+            return decode_into(segment, &mut self.stack);
+        }
+        self.heap = URL_SAFE_NO_PAD
+            .decode(segment)
+            .map_err(|_| JwtError::Malformed("invalid base64url"))?;
+        Ok(&self.heap)
+    }
+}
+
+#[derive(Default)]
 struct Header<'a> {
+    alg: Option<Typed<Cow<'a, str>>>,
+    typ: Option<Typed<Cow<'a, str>>>,
     kid: Option<Cow<'a, str>>,
+    kid_invalid: bool,
+    crit: bool,
 }
 
 fn parse_header(json: &[u8]) -> Result<Header<'_>, JwtError> {
-    let members = object_members(json, "header")?;
-    let mut alg = None;
-    let mut kid = None;
-    for (name, value) in &members {
-        match name.as_ref() {
-            "alg" => alg = Some(value),
-            "typ" if json_str(value).as_deref() != Some("JWT") => {
-                return Err(JwtError::UnsupportedHeader("typ must be JWT"));
-            }
-            // RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
-            "crit" => return Err(JwtError::UnsupportedHeader("crit is not supported")),
-            "kid" => {
-                kid = Some(json_str(value).ok_or(JwtError::Malformed("kid must be a string"))?);
-            }
-            _ => {}
-        }
-    }
-    let alg = alg.ok_or(JwtError::Malformed("header has no alg"))?;
+    let header: Header = serde_json::from_slice(json)
+        .map_err(|_| JwtError::Malformed("header is not a JSON object without duplicate names"))?;
     // Exact and case-sensitive: `none`, `None`, `hs256`, `HS512`, `RS256` all fail here,
     // before any key is touched.
-    if json_str(alg).as_deref() != Some("HS256") {
-        return Err(JwtError::UnsupportedAlgorithm);
+    match &header.alg {
+        None => return Err(JwtError::Malformed("header has no alg")),
+        Some(Typed::Is(alg)) if alg == "HS256" => {}
+        Some(_) => return Err(JwtError::UnsupportedAlgorithm),
     }
-    Ok(Header { kid })
+    if header
+        .typ
+        .as_ref()
+        .is_some_and(|typ| !matches!(typ, Typed::Is(t) if t == "JWT"))
+    {
+        return Err(JwtError::UnsupportedHeader("typ must be JWT"));
+    }
+    // RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
+    if header.crit {
+        return Err(JwtError::UnsupportedHeader("crit is not supported"));
+    }
+    if header.kid_invalid {
+        return Err(JwtError::Malformed("kid must be a string"));
+    }
+    Ok(header)
 }
 
-/// Claims as found, each of the right type but not yet checked.
+/// Claims as found, each read as its expected type or marked wrong, not yet checked.
 #[derive(Default)]
 struct RawClaims<'a> {
-    sub: Option<Cow<'a, str>>,
-    exp: Option<i64>,
-    nbf: Option<i64>,
-    iat: Option<i64>,
-    iss: Option<Cow<'a, str>>,
-    aud: Vec<String>,
-    rooms: Option<Vec<String>>,
+    sub: Option<Typed<Cow<'a, str>>>,
+    exp: Option<Typed<i64>>,
+    nbf: Option<Typed<i64>>,
+    iat: Option<Typed<i64>>,
+    iss: Option<Typed<Cow<'a, str>>>,
+    aud: Option<Typed<Audience>>,
+    rooms: Option<Typed<Vec<String>>>,
 }
 
 fn parse_claims(json: &[u8]) -> Result<RawClaims<'_>, JwtError> {
-    let mut raw = RawClaims::default();
-    for (name, value) in object_members(json, "payload")? {
-        match name.as_ref() {
-            "sub" => raw.sub = Some(json_str(value).ok_or(JwtError::InvalidClaim("sub must be a string"))?),
-            "exp" => raw.exp = Some(numeric_date(value, "exp must be a number")?),
-            "nbf" => raw.nbf = Some(numeric_date(value, "nbf must be a number")?),
-            "iat" => raw.iat = Some(numeric_date(value, "iat must be a number")?),
-            "iss" => raw.iss = Some(json_str(value).ok_or(JwtError::InvalidClaim("iss must be a string"))?),
-            "aud" => raw.aud = string_or_list(value, "aud must be a string or an array of strings")?,
-            "rooms" => {
-                let rooms = serde_json::from_str::<Vec<String>>(value.get())
-                    .map_err(|_| JwtError::InvalidClaim("rooms must be an array of strings"))?;
-                raw.rooms = Some(rooms);
-            }
-            _ => {}
-        }
+    serde_json::from_slice(json)
+        .map_err(|_| JwtError::Malformed("payload is not a JSON object without duplicate names"))
+}
+
+/// A present claim of the wrong type is an [`JwtError::InvalidClaim`]; absent stays `None`.
+fn typed<T>(value: Option<Typed<T>>, invalid: &'static str) -> Result<Option<T>, JwtError> {
+    match value {
+        None => Ok(None),
+        Some(Typed::Is(v)) => Ok(Some(v)),
+        Some(Typed::Wrong) => Err(JwtError::InvalidClaim(invalid)),
     }
-    Ok(raw)
 }
 
-/// A JSON object's members in order, values still unparsed. Duplicate names are refused
-/// (RFC 7515 §4, RFC 7519 §4): two `alg`s must never mean one thing to us and another to a
-/// proxy or library in front of us.
-fn object_members<'a>(json: &'a [u8], segment: &'static str) -> Result<Vec<(Cow<'a, str>, &'a RawValue)>, JwtError> {
-    let malformed = match segment {
-        "header" => "header is not a JSON object without duplicate names",
-        _ => "payload is not a JSON object without duplicate names",
-    };
-    let text = std::str::from_utf8(json).map_err(|_| JwtError::Malformed(malformed))?;
-    serde_json::from_str::<Members<'a>>(text)
-        .map(|m| m.0)
-        .map_err(|_| JwtError::Malformed(malformed))
+/// Object member names seen so far. Duplicates are refused (RFC 7515 §4, RFC 7519 §4): two
+/// `alg`s must never mean one thing to us and another to a proxy or library in front of us.
+/// Known names are bits; other names are kept only when a token has some.
+#[derive(Default)]
+struct SeenNames<'a> {
+    known: u32,
+    other: Vec<Cow<'a, str>>,
 }
 
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+impl<'a> SeenNames<'a> {
+    /// Returns `known`'s index for `name`, or an error if it was seen before.
+    fn check<E: de::Error>(
+        &mut self,
+        name: Cow<'a, str>,
+        known: fn(&str) -> Option<usize>,
+    ) -> Result<Option<usize>, E> {
+        let duplicate = || E::custom("duplicate member name");
+        if let Some(i) = known(&name) {
+            if self.known & (1 << i) != 0 {
+                return Err(duplicate());
+            }
+            self.known |= 1 << i;
+            return Ok(Some(i));
+        }
+        if self.other.contains(&name) {
+            return Err(duplicate());
+        }
+        self.other.push(name);
+        Ok(None)
+    }
+}
 
-impl<'de> Deserialize<'de> for Members<'de> {
+impl<'de> Deserialize<'de> for Header<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MembersVisitor;
-        impl<'de> Visitor<'de> for MembersVisitor {
-            type Value = Members<'de>;
+        struct HeaderVisitor;
+        impl<'de> Visitor<'de> for HeaderVisitor {
+            type Value = Header<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-                let mut members: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(8);
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header<'de>, A::Error> {
+                let mut header = Header::default();
+                let mut seen = SeenNames::default();
                 while let Some(JsonStr(name)) = map.next_key()? {
-                    if members.iter().any(|(seen, _)| *seen == name) {
-                        return Err(de::Error::custom("duplicate member name"));
+                    let known = |name: &str| match name {
+                        "alg" => Some(0),
+                        "typ" => Some(1),
+                        "kid" => Some(2),
+                        "crit" => Some(3),
+                        _ => None,
+                    };
+                    match seen.check(name, known)? {
+                        Some(0) => header.alg = Some(map.next_value()?),
+                        Some(1) => header.typ = Some(map.next_value()?),
+                        Some(2) => match map.next_value()? {
+                            Typed::Is(kid) => header.kid = Some(kid),
+                            Typed::Wrong => header.kid_invalid = true,
+                        },
+                        found => {
+                            header.crit |= found == Some(3);
+                            map.next_value::<IgnoredAny>()?;
+                        }
                     }
-                    members.push((name, map.next_value()?));
                 }
-                Ok(Members(members))
+                Ok(header)
             }
         }
-        deserializer.deserialize_map(MembersVisitor)
+        deserializer.deserialize_map(HeaderVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawClaims<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ClaimsVisitor;
+        impl<'de> Visitor<'de> for ClaimsVisitor {
+            type Value = RawClaims<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawClaims<'de>, A::Error> {
+                let mut claims = RawClaims::default();
+                let mut seen = SeenNames::default();
+                while let Some(JsonStr(name)) = map.next_key()? {
+                    let known = |name: &str| match name {
+                        "sub" => Some(0),
+                        "exp" => Some(1),
+                        "nbf" => Some(2),
+                        "iat" => Some(3),
+                        "iss" => Some(4),
+                        "aud" => Some(5),
+                        "rooms" => Some(6),
+                        _ => None,
+                    };
+                    match seen.check(name, known)? {
+                        Some(0) => claims.sub = Some(map.next_value()?),
+                        Some(1) => claims.exp = Some(map.next_value()?),
+                        Some(2) => claims.nbf = Some(map.next_value()?),
+                        Some(3) => claims.iat = Some(map.next_value()?),
+                        Some(4) => claims.iss = Some(map.next_value()?),
+                        Some(5) => claims.aud = Some(map.next_value()?),
+                        Some(6) => claims.rooms = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(claims)
+            }
+        }
+        deserializer.deserialize_map(ClaimsVisitor)
+    }
+}
+
+/// A JSON value read as `T` when it has `T`'s JSON type, or `Wrong` (consumed, no error)
+/// when it does not. A claim of the wrong type thus becomes our own typed error later, and
+/// the parse never builds a serde error on the way (which costs more than the whole parse).
+enum Typed<T> {
+    Is(T),
+    Wrong,
+}
+
+/// What each expected type accepts; every other JSON type is `Wrong`.
+trait Expected<'de>: Sized {
+    fn from_str(_: Cow<'de, str>) -> Option<Self> {
+        None
+    }
+    fn from_number(_: f64, _: Option<i64>) -> Option<Self> {
+        None
+    }
+    fn from_strings(_: Vec<String>) -> Option<Self> {
+        None
+    }
+}
+
+impl<'de> Expected<'de> for Cow<'de, str> {
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(s)
+    }
+}
+
+/// RFC 7519 NumericDate: a JSON number, possibly fractional (truncated). An absurd value such
+/// as 1e300 saturates ("far future"), it does not wrap.
+impl Expected<'_> for i64 {
+    fn from_number(float: f64, int: Option<i64>) -> Option<Self> {
+        Some(int.unwrap_or(float as i64))
+    }
+}
+
+impl Expected<'_> for Vec<String> {
+    fn from_strings(list: Vec<String>) -> Option<Self> {
+        Some(list)
+    }
+}
+
+/// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
+struct Audience(Vec<String>);
+
+impl<'de> Expected<'de> for Audience {
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(Audience(vec![s.into_owned()]))
+    }
+    fn from_strings(list: Vec<String>) -> Option<Self> {
+        Some(Audience(list))
+    }
+}
+
+impl<'de, T: Expected<'de>> Deserialize<'de> for Typed<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TypedVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Expected<'de>> Visitor<'de> for TypedVisitor<T> {
+            type Value = Typed<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Typed<T>, E> {
+                Ok(T::from_str(Cow::Borrowed(v)).map_or(Typed::Wrong, Typed::Is))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Typed<T>, E> {
+                Ok(T::from_str(Cow::Owned(v.to_owned())).map_or(Typed::Wrong, Typed::Is))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Typed<T>, E> {
+                Ok(T::from_number(v as f64, Some(v)).map_or(Typed::Wrong, Typed::Is))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Typed<T>, E> {
+                Ok(
+                    T::from_number(v as f64, Some(i64::try_from(v).unwrap_or(i64::MAX)))
+                        .map_or(Typed::Wrong, Typed::Is),
+                )
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Typed<T>, E> {
+                Ok(T::from_number(v, None).map_or(Typed::Wrong, Typed::Is))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Typed<T>, E> {
+                Ok(Typed::Wrong)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Typed<T>, E> {
+                Ok(Typed::Wrong)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Typed<T>, A::Error> {
+                let mut strings = Vec::new();
+                let mut all_strings = true;
+                while let Some(element) = seq.next_element::<Typed<Cow<'de, str>>>()? {
+                    match element {
+                        Typed::Is(s) if all_strings => strings.push(s.into_owned()),
+                        _ => all_strings = false,
+                    }
+                }
+                Ok(if all_strings {
+                    T::from_strings(strings).map_or(Typed::Wrong, Typed::Is)
+                } else {
+                    Typed::Wrong
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Typed<T>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Typed::Wrong)
+            }
+        }
+        deserializer.deserialize_any(TypedVisitor(std::marker::PhantomData))
     }
 }
 
@@ -507,44 +720,9 @@ struct JsonStr<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for JsonStr<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct StrVisitor;
-        impl<'de> Visitor<'de> for StrVisitor {
-            type Value = JsonStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(JsonStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(JsonStr(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(JsonStr(Cow::Owned(v)))
-            }
+        match Typed::<Cow<'de, str>>::deserialize(deserializer)? {
+            Typed::Is(s) => Ok(JsonStr(s)),
+            Typed::Wrong => Err(de::Error::custom("expected a string")),
         }
-        deserializer.deserialize_str(StrVisitor)
     }
-}
-
-fn json_str(value: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<JsonStr>(value.get()).ok().map(|s| s.0)
-}
-
-/// RFC 7519 NumericDate: a JSON number, possibly fractional; fractions are truncated.
-fn numeric_date(value: &RawValue, invalid: &'static str) -> Result<i64, JwtError> {
-    let number =
-        serde_json::from_str::<serde_json::Number>(value.get()).map_err(|_| JwtError::InvalidClaim(invalid))?;
-    match number.as_i64() {
-        Some(n) => Ok(n),
-        // Saturating: an absurd `exp` such as 1e300 is "far future", not an error or a wrap.
-        None => number.as_f64().map(|f| f as i64).ok_or(JwtError::InvalidClaim(invalid)),
-    }
-}
-
-fn string_or_list(value: &RawValue, invalid: &'static str) -> Result<Vec<String>, JwtError> {
-    if let Some(one) = json_str(value) {
-        return Ok(vec![one.into_owned()]);
-    }
-    serde_json::from_str::<Vec<String>>(value.get()).map_err(|_| JwtError::InvalidClaim(invalid))
 }

@@ -30,3 +30,8 @@ pub mod server;
 
 pub use config::{Config, RejectMode};
 pub use server::{ServeError, Server};
+
+/// The README's Rust examples, compiled by `cargo test` so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

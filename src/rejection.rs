@@ -84,6 +84,18 @@ impl Rejection {
         }
     }
 
+    /// The reason for a close frame: this rejection's text, cut to fit the 123 bytes a close
+    /// frame allows (RFC 6455 §5.5) at a character boundary.
+    pub fn close_reason(&self) -> String {
+        let mut reason = self.to_string();
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason
+    }
+
     /// The `WWW-Authenticate` challenge for a `401` (RFC 6750 §3).
     pub fn www_authenticate(&self) -> Option<String> {
         match self {

@@ -205,11 +205,9 @@ async fn serve_socket<A: Authenticator>(
             shared.metrics.rejected(&rejection);
             info!(%peer, path, status = rejection.status(), reason = %rejection, "handshake rejected (closing after upgrade)");
             if let Ok(mut ws) = handshake::upgrade(stream, &head, leftover, protocol.as_deref(), config).await {
-                let code = rejection.close_code().unwrap_or(4401);
-                let reason = rejection.to_string();
                 let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
-                    code: code.into(),
-                    reason: reason.chars().take(120).collect::<String>().into(),
+                    code: rejection.close_code().unwrap_or(4401).into(),
+                    reason: rejection.close_reason().into(),
                 };
                 connection::close_with(&mut ws, frame).await;
             }
