@@ -73,6 +73,12 @@ pub struct Config {
     /// Messages a room buffers for its slowest member before that member is told it lagged.
     /// Also the most payloads a room keeps alive. Default 256.
     pub room_buffer: usize,
+    /// Serve the demo page at `/`. Default off; dev mode turns it on.
+    pub demo: bool,
+    /// Mint tokens at `GET /dev/token?sub=NAME` with the primary key, for loopback clients
+    /// only, so the demo page needs no copy-paste. Dev mode only: never turn it on with a
+    /// real secret, since anyone on the machine could then become anyone.
+    pub dev_tokens: bool,
 }
 
 impl Default for Config {
@@ -93,6 +99,8 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             room_buffer: 256,
+            demo: false,
+            dev_tokens: false,
         }
     }
 }
@@ -139,6 +147,9 @@ impl Config {
             .any(|p| p.is_empty() || p.starts_with(crate::credentials::BEARER_PROTOCOL_PREFIX))
         {
             return fail("a supported protocol must be non-empty and must not start with bearer.");
+        }
+        if self.dev_tokens && !self.addr.ip().is_loopback() {
+            return fail("dev tokens are only served on a loopback address");
         }
         Ok(())
     }

@@ -245,7 +245,7 @@ fn query_token(head: &RequestHead) -> Result<Option<String>, CredentialError> {
 
 /// RFC 3986 percent-decoding into UTF-8, strict: a `%` must be followed by two hex digits.
 /// `+` stays `+` (a JWT never contains a space, so form-encoding's `+` means nothing here).
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     if !s.contains('%') {
         return Some(s.to_owned());
     }

@@ -12,6 +12,8 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use base64::Engine as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,6 +31,20 @@ use crate::server::Shared;
 
 /// The path prefix of chat rooms: `/ws/chat/{room}`.
 pub const CHAT_PATH: &str = "/ws/chat/";
+
+/// The demo page, compiled in: one file, no external assets, no build step.
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// The demo page may run its own inline script and talk to this origin only; nothing may
+/// frame it, and no URL (which may carry a `?token=`) leaks through `Referer`.
+const DEMO_HEADERS: [(&str, &str); 3] = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+    ),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+];
 
 /// What to do with a request whose head has been read.
 #[derive(Debug)]
@@ -165,17 +181,26 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(RequestHead, Ve
     }
 }
 
-/// Decides what to do with `head` (everything but the connection limit, which the server
-/// checks before).
-pub(crate) async fn decide<A: Authenticator>(head: &RequestHead, shared: &Shared<A>) -> Decision {
+/// Decides what to do with `head` from `peer` (everything but the connection limit, which
+/// the server checks before).
+pub(crate) async fn decide<A: Authenticator>(head: &RequestHead, peer: SocketAddr, shared: &Shared<A>) -> Decision {
     let config = &shared.config;
     let room = match head.path() {
+        "/" if config.demo && head.method() == "GET" => {
+            let mut page = Response::ok("text/html; charset=utf-8", DEMO_PAGE.to_owned());
+            page.headers
+                .extend(DEMO_HEADERS.iter().map(|(n, v)| (*n, (*v).to_owned())));
+            return Decision::Respond(page);
+        }
+        "/dev/token" if config.dev_tokens && head.method() == "GET" => return dev_token(head, peer, config),
         "/healthz" if head.method() == "GET" => return Decision::Respond(Response::ok("text/plain", "ok\n".into())),
         "/metrics" if head.method() == "GET" => {
             let body = shared.metrics.render(shared.rooms.active());
             return Decision::Respond(Response::ok("text/plain; version=0.0.4; charset=utf-8", body));
         }
         "/healthz" | "/metrics" => return reject(Rejection::MethodNotAllowed),
+        "/" if config.demo => return reject(Rejection::MethodNotAllowed),
+        "/dev/token" if config.dev_tokens => return reject(Rejection::MethodNotAllowed),
         path => match path.strip_prefix(CHAT_PATH) {
             None => return reject(Rejection::NotFound),
             Some(_) if head.method() != "GET" => return reject(Rejection::MethodNotAllowed),
@@ -219,6 +244,40 @@ pub(crate) async fn decide<A: Authenticator>(head: &RequestHead, shared: &Shared
         }
         Err(rejection) => reject(rejection),
     }
+}
+
+/// A token for `?sub=NAME`, one hour, any room. Only a client on this machine that addresses
+/// us by a loopback name gets one: checking `Host` too stops DNS rebinding, where a web page
+/// on an attacker's domain that resolves to 127.0.0.1 would otherwise count as "local".
+fn dev_token(head: &RequestHead, peer: SocketAddr, config: &Config) -> Decision {
+    let host_is_loopback = head.header("host").is_some_and(is_loopback_host);
+    if !peer.ip().is_loopback() || !host_is_loopback {
+        return reject(Rejection::Forbidden("dev tokens are for this machine only".into()));
+    }
+    let sub = head
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("sub="));
+    let sub = sub.and_then(crate::credentials::percent_decode).unwrap_or_default();
+    if sub.is_empty() || sub.chars().count() > crate::jwt::MAX_SUBJECT_CHARS {
+        return reject(Rejection::BadRequest("sub must be 1-128 characters".into()));
+    }
+    let Some(key) = config.keys.first() else {
+        return reject(Rejection::NotFound);
+    };
+    let token = key.sign(&crate::jwt::Claims::new(sub, crate::jwt::unix_now() + 3600));
+    Decision::Respond(Response::ok("text/plain; charset=utf-8", token))
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn reject(rejection: Rejection) -> Decision {

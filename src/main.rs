@@ -54,7 +54,7 @@ const SERVE_FLAGS: &[Flag] = &[
     flag(
         "reject-with",
         "http|close",
-        "answer auth failures with HTTP 401/403, or upgrade and close 4401/4403 [default: http]",
+        "answer auth failures with HTTP 401/403, or upgrade and close 4401/4403 [default: http; close in dev mode]",
     ),
     flag(
         "protocols",
@@ -98,6 +98,11 @@ const SERVE_FLAGS: &[Flag] = &[
         "room-buffer",
         "N",
         "messages buffered per room for slow members [default: 256]",
+    ),
+    flag(
+        "demo",
+        "on|off",
+        "serve the demo page at / [default: on in dev mode, else off]",
     ),
 ];
 
@@ -265,7 +270,14 @@ fn secret(options: &Options) -> Result<Option<Vec<u8>>, Usage> {
     if let Some(path) = options.get("secret-file") {
         return read_secret(path).map(Some);
     }
-    Ok(std::env::var_os("WSGATE_SECRET").map(|s| s.into_encoded_bytes()))
+    match std::env::var_os("WSGATE_SECRET") {
+        // Set but empty is more likely a deploy script that failed to fill it than a wish
+        // for dev mode: say so rather than guess.
+        Some(s) if s.is_empty() => Err(Usage(
+            "WSGATE_SECRET is set but empty; unset it for dev mode".to_owned(),
+        )),
+        other => Ok(other.map(|s| s.into_encoded_bytes())),
+    }
 }
 
 fn read_secret(path: &str) -> Result<Vec<u8>, Usage> {
@@ -310,6 +322,10 @@ fn serve(options: &Options) -> Result<ExitCode, Usage> {
                 )));
             }
             config.keys.push(Key::new(&random_secret()?)?);
+            // The demo page, its token helper, and close codes a browser script can read.
+            config.demo = true;
+            config.dev_tokens = true;
+            config.reject_with = RejectMode::Close;
             true
         }
     };
@@ -356,6 +372,13 @@ fn serve(options: &Options) -> Result<ExitCode, Usage> {
     config.ping_interval = options.duration("ping-interval")?.unwrap_or(config.ping_interval);
     config.idle_timeout = options.duration("idle-timeout")?.unwrap_or(config.idle_timeout);
     config.room_buffer = options.parsed("room-buffer")?.unwrap_or(config.room_buffer);
+    if let Some(demo) = options.get("demo") {
+        config.demo = match demo {
+            "on" => true,
+            "off" => false,
+            other => return Err(Usage(format!("--demo: expected on or off, got {other:?}"))),
+        };
+    }
     config.validate()?;
 
     init_logging();
@@ -382,7 +405,8 @@ fn print_dev_banner(addr: SocketAddr, key: &Key) {
     println!("wsgate dev mode: no secret was given, so a random one was made; its tokens die with this process.");
     println!("Listening on {addr} (loopback only).\n");
     println!("A token for alice, valid for one hour:\n\n  {jwt}\n");
-    println!("Try:");
+    println!("Open the demo page: http://{addr}/\n");
+    println!("Or try:");
     println!("  websocat 'ws://{addr}/ws/chat/lobby?token={jwt}'");
     println!("  curl http://{addr}/healthz");
     println!("  curl http://{addr}/metrics\n");

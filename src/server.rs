@@ -198,7 +198,7 @@ async fn serve_socket<A: Authenticator>(
     if permit.is_none() && head.path().starts_with(handshake::CHAT_PATH) {
         return refuse(&mut stream, peer, &path, Rejection::Overloaded, shared).await;
     }
-    let (room, identity, credential, protocol) = match handshake::decide(&head, shared).await {
+    let (room, identity, credential, protocol) = match handshake::decide(&head, peer, shared).await {
         Decision::Respond(response) => return handshake::respond(&mut stream, &response).await,
         Decision::Reject(rejection) => return refuse(&mut stream, peer, &path, rejection, shared).await,
         Decision::UpgradeAndClose { rejection, protocol } => {

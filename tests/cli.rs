@@ -131,8 +131,9 @@ async fn the_token_command_signs_what_it_is_asked() {
 
 #[tokio::test]
 async fn bad_configuration_is_one_clear_line_and_a_nonzero_exit() {
-    let cases: [(&[&str], Option<&str>, i32, &str); 6] = [
+    let cases: [(&[&str], Option<&str>, i32, &str); 7] = [
         (&["serve"], Some("too-short"), 2, "at least 32"),
+        (&["serve"], Some(""), 2, "set but empty"),
         (&["serve", "--addr", "nonsense"], Some(&secret()), 2, "--addr"),
         (
             &["serve", "--max-connections", "lots"],
@@ -272,4 +273,50 @@ async fn memory_stays_bounded_while_a_member_never_reads() {
     let growth_mib = rss_kib(pid).saturating_sub(before) / 1024;
     // Bounded by the room buffer (16 x 32 KiB) plus socket write buffers, not by the 64 MiB sent.
     assert!(growth_mib < 16, "server RSS grew by {growth_mib} MiB");
+}
+
+#[tokio::test]
+async fn the_client_example_works_against_a_live_server() {
+    let (_child, addr, _) = spawn_server(&[], None).await;
+    // `cargo test` builds the examples next to the binaries.
+    let client = std::path::Path::new(BIN).parent().unwrap().join("examples/client");
+    let out = within(
+        Command::new(client)
+            .arg(format!("ws://{addr}"))
+            .env_remove("WSGATE_SECRET")
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for carrier in ["authorization", "subprotocol", "query", "cookie"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(carrier))
+            .unwrap_or_else(|| panic!("no {carrier} line in {stdout}"));
+        assert!(
+            line.contains(" ok ") && line.contains(&format!("hello via {carrier}")),
+            "{line}"
+        );
+    }
+    // Dev mode answers auth failures with close codes.
+    let tampered = stdout.lines().find(|l| l.starts_with("tampered")).unwrap();
+    assert!(tampered.contains("refused") && tampered.contains("4401"), "{tampered}");
+}
+
+#[tokio::test]
+async fn the_readme_configuration_reference_is_the_real_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- serve-help -->\n```text\n")
+        .expect("README lost its serve-help block");
+    let block = &readme[start..];
+    let block = &block[block.find("```text\n").unwrap() + 8..block.find("```\n<!-- /serve-help -->").unwrap()];
+    let (code, help, _) = output(&["serve", "--help"], None).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        block, help,
+        "README.md's configuration block differs from `wsgate serve --help`; paste the new help"
+    );
 }

@@ -514,3 +514,153 @@ async fn tokens_and_queries_never_reach_response_bodies() {
     );
     assert!(!body(&response).contains("SECRET") && !format!("{:?}", response.headers()).contains("SECRET"));
 }
+
+#[tokio::test]
+async fn the_demo_page_is_served_only_when_enabled() {
+    let off = TestServer::start(config()).await;
+    assert!(off.get("/").await.starts_with("HTTP/1.1 404 "));
+    let on = TestServer::start(Config { demo: true, ..config() }).await;
+    let page = on.get("/").await;
+    assert!(
+        page.starts_with("HTTP/1.1 200 OK\r\n") && page.contains("<title>wsgate demo"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Content-Security-Policy: default-src 'none';") && page.contains("Referrer-Policy: no-referrer")
+    );
+}
+
+#[tokio::test]
+async fn dev_tokens_exist_only_in_dev_mode_and_only_for_this_machine() {
+    let off = TestServer::start(config()).await;
+    assert!(off.get("/dev/token?sub=alice").await.starts_with("HTTP/1.1 404 "));
+
+    let dev = TestServer::start(Config {
+        dev_tokens: true,
+        ..config()
+    })
+    .await;
+    let response = dev.get("/dev/token?sub=al%20ice").await;
+    let token = response.split("\r\n\r\n").nth(1).unwrap();
+    let verifier = Verifier::new(vec![key()], Validation::default()).unwrap();
+    assert_eq!(verifier.verify(token).unwrap().sub, "al ice");
+    // A page on a rebound DNS name reaches 127.0.0.1 too, but names itself in Host.
+    let rebound = dev
+        .raw(b"GET /dev/token?sub=alice HTTP/1.1\r\nHost: attacker.example:8080\r\n\r\n")
+        .await;
+    assert!(rebound.starts_with("HTTP/1.1 403 "), "{rebound}");
+    for host in ["localhost:1", "[::1]:1", "127.0.0.2"] {
+        let ok = dev
+            .raw(format!("GET /dev/token?sub=a HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await;
+        assert!(ok.starts_with("HTTP/1.1 200 "), "{host}: {ok}");
+    }
+    assert!(dev.get("/dev/token").await.starts_with("HTTP/1.1 400 "));
+    // Refused outright on a non-loopback address.
+    let public = Config {
+        dev_tokens: true,
+        addr: "0.0.0.0:0".parse().unwrap(),
+        ..config()
+    };
+    assert!(wsgate::Server::bind(public).await.is_err());
+}
+
+#[tokio::test]
+async fn metrics_count_exactly_what_happened() {
+    let server = TestServer::start(Config {
+        max_connections: 3,
+        ..config()
+    })
+    .await;
+    let m = |sample: &'static str| {
+        let server = &server;
+        async move { server.metric(sample).await }
+    };
+    // Three members, then one refused for capacity.
+    let mut a = server.join("count", "a").await;
+    let mut b = server.join("count", "b").await;
+    let mut c = server.join("count", "c").await;
+    assert_eq!(
+        refused(
+            server
+                .connect(&format!("/ws/chat/count?token={}", token("d")), &[])
+                .await
+        )
+        .status(),
+        503
+    );
+    // Refusals that do not need a slot... are still refused for capacity first, so close one.
+    within(c.close(None)).await.unwrap();
+    while futures_util::StreamExt::next(&mut c).await.is_some() {}
+    let _ = next_json(&mut a).await; // b joined
+    let _ = next_json(&mut a).await; // c joined
+    let _ = next_json(&mut b).await; // c joined
+    let _ = next_json(&mut a).await; // c left
+    let _ = next_json(&mut b).await; // c left
+    for _ in 0..100 {
+        if m("wsgate_connections_active").await == 2.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(refused(server.connect("/ws/chat/count", &[]).await).status(), 401);
+    assert_eq!(
+        refused(server.connect("/ws/chat/count?token=x.y.z", &[]).await).status(),
+        401
+    );
+    let limited = token_for_rooms("e", &["other"]);
+    assert_eq!(
+        refused(server.connect(&format!("/ws/chat/count?token={limited}"), &[]).await).status(),
+        403
+    );
+    assert_eq!(
+        refused(
+            server
+                .connect(&format!("/ws/chat/bad%20room?token={}", token("e")), &[])
+                .await
+        )
+        .status(),
+        400
+    );
+    send(&mut a, r#"{"message":"1"}"#).await;
+    send(&mut a, r#"{"message":"2"}"#).await;
+    send(&mut a, "not json").await;
+    assert_eq!(next_json(&mut b).await["message"], "1");
+    assert_eq!(next_json(&mut b).await["message"], "2");
+    // The error reply goes straight to the sender, the room's messages through the room: the
+    // two streams are each in order but not ordered against each other.
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        let got = next_json(&mut a).await;
+        seen.push(
+            got["message"]
+                .as_str()
+                .map_or_else(|| got["type"].to_string(), str::to_owned),
+        );
+    }
+    assert_eq!(
+        seen.iter().filter(|s| *s != "\"error\"").collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    assert!(seen.contains(&"\"error\"".to_owned()), "{seen:?}");
+
+    assert_eq!(m("wsgate_handshakes_total{result=\"accepted\"}").await, 3.0);
+    assert_eq!(m("wsgate_handshakes_total{result=\"overloaded\"}").await, 1.0);
+    assert_eq!(m("wsgate_handshakes_total{result=\"unauthenticated\"}").await, 2.0);
+    assert_eq!(m("wsgate_handshakes_total{result=\"forbidden\"}").await, 1.0);
+    assert_eq!(m("wsgate_handshakes_total{result=\"bad_request\"}").await, 1.0);
+    assert_eq!(
+        m("wsgate_handshake_rejections_total{reason=\"missing_credential\"}").await,
+        1.0
+    );
+    assert_eq!(
+        m("wsgate_handshake_rejections_total{reason=\"malformed_token\"}").await,
+        1.0
+    );
+    assert_eq!(m("wsgate_messages_received_total").await, 2.0);
+    // Events: b joined (to a), c joined (to a, b), c left (to a, b); messages: 2 to each of a, b.
+    assert_eq!(m("wsgate_messages_delivered_total").await, 9.0);
+    assert_eq!(m("wsgate_messages_lagged_total").await, 0.0);
+    assert_eq!(m("wsgate_connections_active").await, 2.0);
+    assert_eq!(m("wsgate_rooms_active").await, 1.0);
+}

@@ -1,0 +1,169 @@
+// The demo page in a real browser: every carrier, two tabs chatting, a tampered token, and a
+// cross-site page trying to ride the cookie. Run with ./run.sh (it builds and installs first).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdirSync, statSync } from "node:fs";
+import { once } from "node:events";
+import { chromium } from "playwright-core";
+
+const BIN = process.env.WSGATE_BIN ?? new URL("../../target/debug/wsgate", import.meta.url).pathname;
+const OUT = new URL("./out/", import.meta.url).pathname;
+const WAIT = 10_000;
+
+let server; // the wsgate process
+let base; // http://127.0.0.1:PORT
+let browser;
+
+/** Starts wsgate in dev mode on a free port and reads the address from its banner. */
+async function startWsgate() {
+  const env = { ...process.env };
+  delete env.WSGATE_SECRET; // no secret: dev mode
+  const child = spawn(BIN, ["serve", "--addr", "127.0.0.1:0"], { env, stdio: ["ignore", "pipe", "inherit"] });
+  let output = "";
+  const address = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("wsgate did not start: " + output)), WAIT);
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      const match = output.match(/Listening on (\S+) /);
+      if (match) { clearTimeout(timer); resolve(match[1]); }
+    });
+    child.on("exit", (code) => reject(new Error("wsgate exited with " + code + ": " + output)));
+  });
+  child.stdout.resume();
+  return { child, address };
+}
+
+before(async () => {
+  mkdirSync(OUT, { recursive: true });
+  const started = await startWsgate();
+  server = started.child;
+  base = "http://" + started.address;
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGTERM");
+  if (server && server.exitCode === null) await Promise.race([once(server, "exit"), new Promise((r) => setTimeout(r, 5000))]);
+});
+
+/** A fresh page (own cookie jar) on the demo, as `username` in `room`. */
+async function openDemo(username, room) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  await page.goto(base + "/");
+  await page.fill("#username", username);
+  await page.fill("#room", room);
+  return page;
+}
+
+async function connect(page, carrier, { tamper = false } = {}) {
+  await page.click("#get-token");
+  await page.waitForFunction(() => document.getElementById("token").value.split(".").length === 3);
+  if (tamper) await page.click("#tamper");
+  await page.check(`input[name=carrier][value=${carrier}]`);
+  await page.click("#connect");
+}
+
+async function waitForStatus(page, cssClass) {
+  await page.waitForSelector(`#status.${cssClass}`);
+  return page.textContent("#status");
+}
+
+async function say(page, text) {
+  await page.fill("#message", text);
+  await page.click("#send-button");
+}
+
+async function metric(sample) {
+  const body = await (await fetch(base + "/metrics")).text();
+  const line = body.split("\n").find((l) => l.startsWith(sample + " "));
+  assert.ok(line, `no ${sample} in /metrics`);
+  return Number(line.split(" ")[1]);
+}
+
+for (const carrier of ["subprotocol", "query", "cookie"]) {
+  test(`the ${carrier} carrier connects and chats`, { timeout: 30_000 }, async () => {
+    const page = await openDemo(`user-${carrier}`, `room-${carrier}`);
+    await connect(page, carrier);
+    const status = await waitForStatus(page, "ok");
+    assert.match(status, new RegExp(`token in the ${carrier}`));
+    assert.match(status, /Protocol: chat/);
+    await page.waitForSelector(`#log li:has-text("Welcome, user-${carrier}!")`);
+    await say(page, `hello via ${carrier}`);
+    await page.waitForSelector(`#log li:has-text("user-${carrier}: hello via ${carrier}")`);
+    await page.context().close();
+  });
+}
+
+test("two pages in one room see each other", { timeout: 30_000 }, async () => {
+  const alice = await openDemo("alice", "duo");
+  await connect(alice, "subprotocol");
+  await waitForStatus(alice, "ok");
+  const bob = await openDemo("bob", "duo");
+  await connect(bob, "query");
+  await waitForStatus(bob, "ok");
+  await alice.waitForSelector('#log li:has-text("bob joined")');
+  await say(alice, "hi bob");
+  await bob.waitForSelector('#log li:has-text("alice: hi bob")');
+  await say(bob, "hi alice");
+  await alice.waitForSelector('#log li:has-text("bob: hi alice")');
+  mkdirSync(OUT, { recursive: true });
+  await alice.screenshot({ path: OUT + "demo.png", fullPage: true });
+  assert.ok(statSync(OUT + "demo.png").size > 5_000, "the screenshot is empty");
+  await bob.context().close();
+  await alice.waitForSelector('#log li:has-text("bob left")');
+  await alice.context().close();
+});
+
+test("a tampered token shows 4401 on the page", { timeout: 30_000 }, async () => {
+  const page = await openDemo("mallory", "lobby");
+  await connect(page, "subprotocol", { tamper: true });
+  const status = await waitForStatus(page, "bad");
+  assert.equal(await page.getAttribute("#status", "data-code"), "4401");
+  assert.match(status, /bad signature/);
+  await page.screenshot({ path: OUT + "refused.png" });
+  assert.ok(statSync(OUT + "refused.png").size > 1_000);
+  await page.context().close();
+});
+
+test("a page from another origin cannot use the cookie", { timeout: 30_000 }, async () => {
+  // The victim logs in on the demo page: the browser now holds access_token for 127.0.0.1.
+  const victim = await openDemo("victim", "private");
+  await connect(victim, "cookie");
+  await waitForStatus(victim, "ok");
+
+  // Another origin on the same host (same *site*, so SameSite=Strict does not stop the
+  // cookie): only the server's Origin check does.
+  const wsUrl = base.replace("http://", "ws://") + "/ws/chat/private";
+  const evil = createServer((_, response) => {
+    response.writeHead(200, { "content-type": "text/html" });
+    response.end(`<!doctype html><title>evil</title><p id="result">pending</p><script>
+      const ws = new WebSocket(${JSON.stringify(wsUrl)}, ["chat"]);
+      ws.onopen = () => { document.getElementById("result").textContent = "opened"; };
+      ws.onclose = (e) => { document.getElementById("result").textContent = "closed " + e.code; };
+    </script>`);
+  });
+  evil.listen(0, "127.0.0.1");
+  await once(evil, "listening");
+  const forbiddenBefore = await metric('wsgate_handshake_rejections_total{reason="forbidden"}');
+  try {
+    const page = await victim.context().newPage(); // same browser profile: the cookie is there
+    page.setDefaultTimeout(WAIT);
+    await page.goto(`http://127.0.0.1:${evil.address().port}/`);
+    await page.waitForFunction(() => document.getElementById("result").textContent !== "pending");
+    assert.equal(await page.textContent("#result"), "closed 1006");
+    assert.equal(await metric('wsgate_handshake_rejections_total{reason="forbidden"}'), forbiddenBefore + 1);
+  } finally {
+    evil.close();
+    await victim.context().close();
+  }
+});
