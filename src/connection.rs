@@ -103,10 +103,16 @@ pub(crate) async fn run<A: Authenticator>(
     let mut last_heard = Instant::now();
     let mut bucket = TokenBucket::new(config.rate_limit, config.rate_burst);
 
+    // Built once, not per loop turn: each would otherwise register (and drop) a timer or a
+    // waiter on the shared shutdown channel every time a message wakes this connection.
+    let expired = sleep_until(expiry.unwrap_or_else(far_future));
+    let shutting_down = shutdown.changed();
+    tokio::pin!(expired, shutting_down);
+
     let close = loop {
         tokio::select! {
-            _ = shutdown.changed() => break Some(close_frame(1001, "server shutting down")),
-            _ = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
+            _ = &mut shutting_down => break Some(close_frame(1001, "server shutting down")),
+            _ = &mut expired, if expiry.is_some() => {
                 break Some(close_frame(4401, "token expired"));
             }
             _ = ping.tick() => {
@@ -153,7 +159,7 @@ pub(crate) async fn run<A: Authenticator>(
                         // The client has taken nothing for a whole idle timeout.
                         Err(_) => break Some(close_frame(1008, "not reading")),
                     },
-                    _ = shutdown.changed() => break Some(close_frame(1001, "server shutting down")),
+                    _ = &mut shutting_down => break Some(close_frame(1001, "server shutting down")),
                 }
             }
         }

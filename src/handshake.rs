@@ -318,10 +318,16 @@ fn check_upgrade(head: &RequestHead) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Writes `response` and closes the socket gently.
-pub(crate) async fn respond(stream: &mut TcpStream, response: &Response) {
+/// Writes `response` and closes the socket. `consumed_all`: we have read everything the
+/// client sent (a complete head, nothing after it), so closing cannot reset the connection;
+/// otherwise the close lingers until the client is done.
+pub(crate) async fn respond(stream: &mut TcpStream, response: &Response, consumed_all: bool) {
     let _ = stream.write_all(&response.to_bytes()).await;
-    linger_close(stream).await;
+    if consumed_all {
+        let _ = stream.shutdown().await;
+    } else {
+        linger_close(stream).await;
+    }
 }
 
 /// Half-closes, then reads (and discards) what the client still sends for a moment. Closing a
@@ -369,7 +375,7 @@ pub(crate) async fn upgrade(
 pub(crate) fn websocket_config(config: &Config) -> WebSocketConfig {
     const WRITE_BUFFER: usize = 8 * 1024;
     WebSocketConfig::default()
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(WRITE_BUFFER)
         // A broadcast frame can be up to ~6x a client message (JSON escapes control characters
         // as \u00XX); the sink flushes once past WRITE_BUFFER, so one such frame on top is the

@@ -185,7 +185,7 @@ async fn serve_socket<A: Authenticator>(
     };
     let (head, leftover) = match read {
         Ok(Ok(read)) => read,
-        Ok(Err(ReadError::Head(e))) => return refuse(&mut stream, peer, "-", Rejection::from(e), shared).await,
+        Ok(Err(ReadError::Head(e))) => return refuse(&mut stream, peer, "-", Rejection::from(e), false, shared).await,
         Ok(Err(ReadError::Gone)) => return,
         Err(_) => {
             debug!(%peer, "handshake timeout, dropped");
@@ -194,13 +194,14 @@ async fn serve_socket<A: Authenticator>(
     };
     // The path is logged, never the query string (it may hold a token); long paths are cut.
     let path: String = head.path().chars().take(64).collect();
+    let consumed_all = leftover.is_empty();
     // Only upgrades need a slot; health checks and scrapes must work on a full server.
     if permit.is_none() && head.path().starts_with(handshake::CHAT_PATH) {
-        return refuse(&mut stream, peer, &path, Rejection::Overloaded, shared).await;
+        return refuse(&mut stream, peer, &path, Rejection::Overloaded, consumed_all, shared).await;
     }
     let (room, identity, credential, protocol) = match handshake::decide(&head, peer, shared).await {
-        Decision::Respond(response) => return handshake::respond(&mut stream, &response).await,
-        Decision::Reject(rejection) => return refuse(&mut stream, peer, &path, rejection, shared).await,
+        Decision::Respond(response) => return handshake::respond(&mut stream, &response, consumed_all).await,
+        Decision::Reject(rejection) => return refuse(&mut stream, peer, &path, rejection, consumed_all, shared).await,
         Decision::UpgradeAndClose { rejection, protocol } => {
             shared.metrics.rejected(&rejection);
             info!(%peer, path, status = rejection.status(), reason = %rejection, "handshake rejected (closing after upgrade)");
@@ -235,8 +236,15 @@ async fn serve_socket<A: Authenticator>(
     drop(permit);
 }
 
-async fn refuse<A>(stream: &mut TcpStream, peer: SocketAddr, path: &str, rejection: Rejection, shared: &Shared<A>) {
+async fn refuse<A>(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    path: &str,
+    rejection: Rejection,
+    consumed_all: bool,
+    shared: &Shared<A>,
+) {
     shared.metrics.rejected(&rejection);
     info!(%peer, path, status = rejection.status(), reason = %rejection, "handshake rejected");
-    handshake::respond(stream, &Response::rejection(&rejection)).await;
+    handshake::respond(stream, &Response::rejection(&rejection), consumed_all).await;
 }

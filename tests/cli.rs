@@ -224,6 +224,17 @@ async fn sigterm_closes_connections_with_1001_and_exits_cleanly() {
     assert!(status.success(), "{status}");
 }
 
+/// An example's binary, which a full `cargo test` builds next to the binaries.
+fn example(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(BIN).parent().unwrap().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the full `cargo test` (it builds the examples)",
+        path.display()
+    );
+    path
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -278,8 +289,7 @@ async fn memory_stays_bounded_while_a_member_never_reads() {
 #[tokio::test]
 async fn the_client_example_works_against_a_live_server() {
     let (_child, addr, _) = spawn_server(&[], None).await;
-    // `cargo test` builds the examples next to the binaries.
-    let client = std::path::Path::new(BIN).parent().unwrap().join("examples/client");
+    let client = example("client");
     let out = within(
         Command::new(client)
             .arg(format!("ws://{addr}"))
@@ -319,4 +329,67 @@ async fn the_readme_configuration_reference_is_the_real_help() {
         block, help,
         "README.md's configuration block differs from `wsgate serve --help`; paste the new help"
     );
+}
+
+#[tokio::test]
+async fn the_load_generator_runs_against_the_server() {
+    // A short, small run of each scenario, so scripts/bench.sh's tools cannot rot unnoticed.
+    let (_child, addr, _) = spawn_server(&["--rate-limit", "100000", "--rate-burst", "100000"], Some(&secret())).await;
+    let loadgen = example("loadgen");
+    let run = |args: &'static [&'static str]| {
+        let loadgen = loadgen.clone();
+        let url = format!("ws://{addr}");
+        async move {
+            let out = within(
+                Command::new(loadgen)
+                    .args(args)
+                    .args(["--url", &url, "--json"])
+                    .env("WSGATE_SECRET", secret())
+                    .output(),
+            )
+            .await
+            .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        }
+    };
+    let handshake = run(&["handshake", "--conns", "4", "--duration", "1"]).await;
+    assert!(
+        handshake["accepted"].as_u64().unwrap() > 0 && handshake["errors"] == 0,
+        "{handshake}"
+    );
+    let reject = run(&["reject", "--conns", "4", "--duration", "1"]).await;
+    assert!(
+        reject["rejected"].as_u64().unwrap() > 0 && reject["errors"] == 0,
+        "{reject}"
+    );
+    let fanout = run(&[
+        "fanout",
+        "--rooms",
+        "2",
+        "--subs",
+        "20",
+        "--rate",
+        "0",
+        "--duration",
+        "1",
+    ])
+    .await;
+    assert!(fanout["received"].as_u64().unwrap() > 0, "{fanout}");
+    assert_eq!(
+        (fanout["lost"].as_u64(), fanout["errors"].as_u64()),
+        (Some(0), Some(0)),
+        "{fanout}"
+    );
+    let idle = run(&["idle", "--conns", "50", "--hold", "1"]).await;
+    assert_eq!(idle["errors"], 0, "{idle}");
+    // And it refuses to aim anywhere but this machine.
+    let out = within(
+        Command::new(&loadgen)
+            .args(["handshake", "--url", "ws://10.0.0.1:80"])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }

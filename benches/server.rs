@@ -1,0 +1,132 @@
+//! The server's hot paths without sockets, side by side in one run:
+//! - credential extraction from a realistic browser request head;
+//! - the whole handshake decision: parse, credential, origin, token, room;
+//! - fan-out of one chat message to 1,000 room members, serialized once and shared (wsgate)
+//!   versus serialized per recipient (the typical implementation).
+//!
+//! Run: `cargo bench --bench server`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
+use wsgate::auth::{Authenticator, JwtAuthenticator, OriginPolicy};
+use wsgate::credentials::{Carriers, select_protocol};
+use wsgate::head::RequestHead;
+use wsgate::jwt::{Claims, Key, Validation, Verifier, unix_now};
+use wsgate::room::Rooms;
+
+const SECRET: &[u8] = b"benchmark-secret-0123456789abcdefghij";
+
+/// What Chromium sends when a page on the same origin opens a WebSocket with the token in
+/// the subprotocol list (plus a few unrelated cookies).
+fn browser_head(token: &str) -> Vec<u8> {
+    format!(
+        "GET /ws/chat/lobby HTTP/1.1\r\nHost: chat.example:8080\r\nConnection: Upgrade\r\nPragma: no-cache\r\n\
+         Cache-Control: no-cache\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36\r\n\
+         Upgrade: websocket\r\nOrigin: http://chat.example:8080\r\nSec-WebSocket-Version: 13\r\n\
+         Accept-Encoding: gzip, deflate, br, zstd\r\nAccept-Language: en-US,en;q=0.9\r\n\
+         Cookie: theme=dark; _ga=GA1.1.123456789.1700000000; lang=en\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+         Sec-WebSocket-Protocol: chat, bearer.{token}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn token() -> String {
+    let mut claims = Claims::new("alice", unix_now() + 3600);
+    claims.rooms = Some(vec!["lobby".into(), "team-*".into()]);
+    Key::new(SECRET).unwrap().sign(&claims)
+}
+
+fn handshake(c: &mut Criterion) {
+    let raw = browser_head(&token());
+    let (head, _) = RequestHead::parse(&raw).unwrap().unwrap();
+    let carriers = Carriers::default();
+    let protocols = vec!["chat".to_owned()];
+    let auth = JwtAuthenticator::new(Verifier::new(vec![Key::new(SECRET).unwrap()], Validation::default()).unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+
+    let mut group = c.benchmark_group(format!("handshake_{}_byte_browser_head", raw.len()));
+    group.bench_function("parse_head", |b| {
+        b.iter(|| RequestHead::parse(black_box(&raw)).unwrap())
+    });
+    group.bench_function("find_credential_and_protocol", |b| {
+        b.iter(|| {
+            let credential = carriers.find(black_box(&head)).unwrap().unwrap();
+            (credential, select_protocol(&head, &protocols))
+        })
+    });
+    // The steps `handshake::decide` takes, in its order, on the same head.
+    group.bench_function("whole_decision", |b| {
+        b.iter(|| {
+            let (head, _) = RequestHead::parse(black_box(&raw)).unwrap().unwrap();
+            let protocol = select_protocol(&head, &protocols).map(str::to_owned);
+            let credential = carriers.find(&head).unwrap().unwrap();
+            OriginPolicy::SameOrigin
+                .check(&head, Some(credential.carrier()))
+                .unwrap();
+            let identity = runtime.block_on(auth.authenticate(&credential, &head)).unwrap();
+            assert!(identity.may_join("lobby"));
+            (identity, protocol)
+        })
+    });
+    group.finish();
+}
+
+fn fanout(c: &mut Criterion) {
+    const MEMBERS: usize = 1000;
+    let mut group = c.benchmark_group("fanout_one_message_to_1000_members");
+
+    // wsgate: serialize once, every member gets a reference-counted clone of the same bytes.
+    let rooms = Rooms::new(16);
+    let mut members: Vec<_> = (0..MEMBERS).map(|i| rooms.join("lobby", &format!("m{i}"))).collect();
+    for m in &mut members {
+        // The join events (and the lag notices they cause in a 16-message room).
+        while !matches!(m.receiver.try_recv(), Err(broadcast::error::TryRecvError::Empty)) {}
+    }
+    group.bench_function("wsgate_serialize_once", |b| {
+        b.iter(|| {
+            let json = serde_json::json!({"type": "message", "room": "lobby", "username": "alice", "message": black_box("hello, room")});
+            members[0].broadcast(Message::text(json.to_string()));
+            let mut bytes = 0;
+            for m in &mut members {
+                bytes += m.receiver.try_recv().unwrap().len();
+            }
+            bytes
+        })
+    });
+
+    // Typical: a struct on the channel, each member serializes its own copy.
+    #[derive(Clone, serde::Serialize)]
+    struct Event {
+        r#type: &'static str,
+        room: String,
+        username: String,
+        message: String,
+    }
+    let (sender, _) = broadcast::channel::<Event>(16);
+    let mut receivers: Vec<_> = (0..MEMBERS).map(|_| sender.subscribe()).collect();
+    group.bench_function("typical_serialize_per_member", |b| {
+        b.iter(|| {
+            let event = Event {
+                r#type: "message",
+                room: "lobby".into(),
+                username: "alice".into(),
+                message: black_box("hello, room").into(),
+            };
+            let _ = sender.send(event);
+            let mut bytes = 0;
+            for r in &mut receivers {
+                bytes += serde_json::to_string(&r.try_recv().unwrap()).unwrap().len();
+            }
+            bytes
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, handshake, fanout);
+criterion_main!(benches);

@@ -1,0 +1,475 @@
+//! Load generator for wsgate (and the baseline), loopback only, every run bounded in time.
+//!
+//! ```text
+//! loadgen handshake --url ws://127.0.0.1:8080 --conns 50 --duration 10
+//! loadgen reject    --url ws://127.0.0.1:8080 --conns 50 --duration 10
+//! loadgen fanout    --url ws://127.0.0.1:8080 --rooms 1 --subs 1000 --pubs 1 --rate 0 --duration 10
+//! loadgen idle      --url ws://127.0.0.1:8080 --conns 10000 --hold 10
+//! ```
+//!
+//! Tokens are minted from `WSGATE_SECRET` (the baseline ignores them); `reject` signs with a
+//! different key. `--rate 0` means as fast as the room delivers: each publisher keeps at most
+//! 32 messages in flight (sent but not yet echoed back to it) and stays within 128 messages of
+//! its slowest subscriber, so a correct server loses nothing. Loss is always reported:
+//! `expected` is messages sent × subscribers, `received` what the subscribers got, `lagged`
+//! what the server told them they missed. Add `--json` for one JSON object on stdout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::sync::{Barrier, Semaphore};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use wsgate::jwt::{Claims, Key, unix_now};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Ws = WebSocketStream<TcpStream>;
+
+const STEP: Duration = Duration::from_secs(10);
+
+/// With `--rate 0`, how far (in messages) a publisher may run ahead of its slowest subscriber:
+/// half the server's default room buffer, so nobody lags by design.
+const WINDOW: u64 = 128;
+
+struct Args {
+    scenario: String,
+    addr: SocketAddr,
+    options: HashMap<String, String>,
+    json: bool,
+}
+
+impl Args {
+    fn number(&self, name: &str, default: u64) -> Result<u64, Error> {
+        match self.options.get(name) {
+            Some(v) => v.parse().map_err(|_| format!("--{name}: {v:?} is not a number").into()),
+            None => Ok(default),
+        }
+    }
+}
+
+fn parse_args() -> Result<Args, Error> {
+    let mut args = std::env::args().skip(1);
+    let scenario = args
+        .next()
+        .ok_or("usage: loadgen handshake|reject|fanout|idle --url ws://127.0.0.1:PORT [...]")?;
+    let mut options = HashMap::new();
+    let mut json = false;
+    while let Some(arg) = args.next() {
+        let name = arg.strip_prefix("--").ok_or_else(|| format!("unexpected {arg:?}"))?;
+        if name == "json" {
+            json = true;
+            continue;
+        }
+        options.insert(
+            name.to_owned(),
+            args.next().ok_or_else(|| format!("--{name} needs a value"))?,
+        );
+    }
+    let url = options
+        .get("url")
+        .cloned()
+        .unwrap_or_else(|| "ws://127.0.0.1:8080".to_owned());
+    let authority = url
+        .strip_prefix("ws://")
+        .ok_or("--url must start with ws://")?
+        .trim_end_matches('/');
+    let addr: SocketAddr = authority.parse().map_err(|_| "--url must be ws://IP:PORT")?;
+    // Load is only ever aimed at this machine.
+    if !addr.ip().is_loopback() {
+        return Err("loadgen only targets loopback addresses (127.0.0.0/8, ::1)".into());
+    }
+    Ok(Args {
+        scenario,
+        addr,
+        options,
+        json,
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("loadgen: {e}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> Result<(), Error> {
+    let args = parse_args()?;
+    let secret = std::env::var("WSGATE_SECRET").unwrap_or_else(|_| "loadgen-default-secret-0123456789abcdef".into());
+    let key = Arc::new(Key::new(secret.as_bytes())?);
+    let report = match args.scenario.as_str() {
+        "handshake" => handshakes(&args, key, false).await?,
+        "reject" => {
+            let wrong = Key::new(b"a-key-the-server-does-not-have-0123456789")?;
+            handshakes(&args, Arc::new(wrong), true).await?
+        }
+        "fanout" => fanout(&args, key).await?,
+        "idle" => idle(&args, key).await?,
+        other => return Err(format!("unknown scenario {other:?}").into()),
+    };
+    if args.json {
+        println!("{report}");
+    } else {
+        for (name, value) in report.as_object().into_iter().flatten() {
+            println!("{name:>22}: {value}");
+        }
+    }
+    Ok(())
+}
+
+fn client_config() -> WebSocketConfig {
+    // The load generator's own memory should not crowd the server's.
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+fn token(key: &Key, sub: &str) -> String {
+    key.sign(&Claims::new(sub, unix_now() + 3600))
+}
+
+/// Connects to `room` as `user`. `Ok(Err(status))` is an HTTP refusal.
+async fn connect(addr: SocketAddr, room: &str, user: &str, key: &Key) -> Result<Result<Ws, u16>, Error> {
+    let url = format!("ws://{addr}/ws/chat/{room}?token={}&user={user}", token(key, user));
+    let stream = timeout(STEP, TcpStream::connect(addr)).await??;
+    stream.set_nodelay(true)?;
+    match timeout(STEP, client_async_with_config(url, stream, Some(client_config()))).await? {
+        Ok((ws, _)) => Ok(Ok(ws)),
+        Err(WsError::Http(response)) => Ok(Err(response.status().as_u16())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> Result<String, Error> {
+    loop {
+        match timeout(STEP, ws.next()).await? {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}").into()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("connection ended".into()),
+        }
+    }
+}
+
+/// Percentiles of latencies in microseconds.
+fn percentiles(mut samples: Vec<u32>) -> serde_json::Value {
+    if samples.is_empty() {
+        return json!(null);
+    }
+    samples.sort_unstable();
+    let at = |p: f64| f64::from(samples[((samples.len() - 1) as f64 * p) as usize]) / 1000.0;
+    json!({"p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0), "samples": samples.len()})
+}
+
+/// C loops of connect → welcome → close (or, with a wrong key, connect → refused).
+async fn handshakes(args: &Args, key: Arc<Key>, expect_refusal: bool) -> Result<serde_json::Value, Error> {
+    let conns = args.number("conns", 50)?;
+    let duration = Duration::from_secs(args.number("duration", 10)?);
+    let addr = args.addr;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for worker in 0..conns {
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let t0 = Instant::now();
+                let result = connect(addr, "handshake", &format!("u{worker}-{i}"), &key).await;
+                match (result, expect_refusal) {
+                    (Ok(Ok(mut ws)), false) => match next_text(&mut ws).await {
+                        Ok(_) => {
+                            latencies.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                            ok += 1;
+                            let _ = timeout(STEP, ws.close(None)).await;
+                            let _ = timeout(STEP, async { while ws.next().await.is_some() {} }).await;
+                        }
+                        Err(_) => errors += 1,
+                    },
+                    (Ok(Err(401)), true) => {
+                        latencies.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        ok += 1;
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (ok, errors, latencies)
+        }));
+    }
+    let (mut ok, mut errors, mut latencies) = (0, 0, Vec::new());
+    for task in tasks {
+        let (o, e, l) = task.await?;
+        ok += o;
+        errors += e;
+        latencies.extend(l);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let what = if expect_refusal { "rejected" } else { "accepted" };
+    Ok(json!({
+        "scenario": args.scenario, "conns": conns, "seconds": seconds,
+        what: ok, format!("{what}_per_s"): ok as f64 / seconds, "errors": errors,
+        "latency": percentiles(latencies),
+    }))
+}
+
+/// Counters shared by the subscribers of a fan-out run.
+#[derive(Default)]
+struct FanoutCounts {
+    received: AtomicU64,
+    lagged: AtomicU64,
+    measuring: AtomicBool,
+    /// Tells every subscriber to stop reading and hand in its latencies.
+    stop: tokio::sync::Notify,
+}
+
+/// R rooms of N subscribers and P publishers; publishers send `seq|nanos` messages.
+async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> {
+    let rooms = args.number("rooms", 1)?;
+    let subs = args.number("subs", 100)?;
+    let pubs = args.number("pubs", 1)?;
+    let rate = args.number("rate", 0)?;
+    let duration = Duration::from_secs(args.number("duration", 10)?);
+    let addr = args.addr;
+    let epoch = Instant::now();
+    let counts = Arc::new(FanoutCounts::default());
+
+    // Subscribers: connect (at most 100 handshakes at once), then count messages and lags.
+    let ready = Arc::new(Barrier::new((rooms * subs) as usize + 1));
+    let connecting = Arc::new(Semaphore::new(100));
+    let mut subscribers = Vec::new();
+    // For rate 0: the last sequence number each subscriber has seen from each publisher, so a
+    // publisher can stay within WINDOW messages of its slowest subscriber (no loss by design).
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..rooms * subs * pubs).map(|_| AtomicU64::new(0)).collect());
+    for room in 0..rooms {
+        for s in 0..subs {
+            let (key, counts, ready, connecting) = (key.clone(), counts.clone(), ready.clone(), connecting.clone());
+            let progress = progress.clone();
+            subscribers.push(tokio::spawn(async move {
+                let permit = connecting.acquire_owned().await;
+                let mut ws = match connect(addr, &format!("fanout-{room}"), &format!("s{room}-{s}"), &key).await {
+                    Ok(Ok(ws)) => ws,
+                    _ => {
+                        ready.wait().await;
+                        return (Vec::new(), 1u64);
+                    }
+                };
+                drop(permit);
+                let _ = next_text(&mut ws).await; // welcome
+                ready.wait().await;
+                let mut latencies = Vec::new();
+                let stopped = counts.stop.notified();
+                tokio::pin!(stopped);
+                loop {
+                    let message = tokio::select! {
+                        _ = &mut stopped => break,
+                        message = ws.next() => message,
+                    };
+                    let Some(Ok(message)) = message else { break };
+                    let Message::Text(text) = message else { continue };
+                    if !counts.measuring.load(Relaxed) {
+                        continue;
+                    }
+                    if let Some(at) = text.find(r#""missed":"#) {
+                        let missed: u64 = text[at + 9..].trim_end_matches('}').parse().unwrap_or(0);
+                        counts.lagged.fetch_add(missed, Relaxed);
+                    } else if let Some(at) = text.find("|t") {
+                        let sent: u64 = text[at + 2..]
+                            .split('"')
+                            .next()
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                        // "message":"P:SEQ|tNANOS"
+                        let head = &text[..at];
+                        let (p, seq) = head[head.rfind('"').map_or(0, |i| i + 1)..]
+                            .split_once(':')
+                            .unwrap_or(("0", "0"));
+                        let (p, seq): (u64, u64) = (p.parse().unwrap_or(0), seq.parse().unwrap_or(0));
+                        progress[((room * subs + s) * pubs + p) as usize].store(seq, Relaxed);
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        if latencies.len() < 2_000_000 {
+                            latencies.push((now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
+                        }
+                        counts.received.fetch_add(1, Relaxed);
+                    }
+                }
+                (latencies, 0)
+            }));
+        }
+    }
+    timeout(Duration::from_secs(120), ready.wait())
+        .await
+        .map_err(|_| "subscribers did not connect within 120 s")?;
+    // Let the join events of the setup drain before anything is measured.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    counts.measuring.store(true, Relaxed);
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let refused_by_server = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut publishers = Vec::new();
+    for room in 0..rooms {
+        for p in 0..pubs {
+            let (key, sent, refused_by_server) = (key.clone(), sent.clone(), refused_by_server.clone());
+            let progress = progress.clone();
+            // The slowest subscriber of this room, for this publisher.
+            let slowest = move || {
+                (0..subs)
+                    .map(|s| progress[((room * subs + s) * pubs + p) as usize].load(Relaxed))
+                    .min()
+                    .unwrap_or(0)
+            };
+            publishers.push(tokio::spawn(async move {
+                let Ok(Ok(ws)) = connect(addr, &format!("fanout-{room}"), &format!("p{room}-{p}"), &key).await else {
+                    return 1u64;
+                };
+                let (mut write, mut read) = ws.split();
+                // Closed loop for rate 0: at most 32 of our messages in flight.
+                let window = Arc::new(Semaphore::new(32));
+                let echo_window = window.clone();
+                let me = format!(r#""username":"p{room}-{p}""#);
+                let refused = refused_by_server.clone();
+                let echoes = tokio::spawn(async move {
+                    while let Ok(Some(Ok(Message::Text(text)))) = timeout(Duration::from_secs(3), read.next()).await {
+                        if text.contains(&me) && text.contains("|t") {
+                            echo_window.add_permits(1);
+                        } else if text.contains(r#""type":"error""#) {
+                            // Refused (e.g. rate limited): it will never echo, so free its slot.
+                            refused.fetch_add(1, Relaxed);
+                            echo_window.add_permits(1);
+                        }
+                    }
+                });
+                // Publishers are spread evenly over one period rather than all ticking at once,
+                // as independent senders would be.
+                let mut ticker = (rate > 0).then(|| {
+                    let period = Duration::from_secs_f64(1.0 / rate as f64);
+                    let phase = period.mul_f64((room * pubs + p) as f64 / (rooms * pubs) as f64);
+                    tokio::time::interval_at(tokio::time::Instant::now() + phase, period)
+                });
+                let mut seq = 0u64;
+                while Instant::now() < deadline {
+                    match &mut ticker {
+                        Some(ticker) => {
+                            ticker.tick().await;
+                        }
+                        None => {
+                            match timeout(Duration::from_secs(1), window.acquire()).await {
+                                Ok(Ok(permit)) => permit.forget(),
+                                _ => continue,
+                            }
+                            // Bounded by the deadline: wait while the slowest is WINDOW behind.
+                            while seq >= slowest() + WINDOW && Instant::now() < deadline {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                        }
+                    }
+                    seq += 1;
+                    let body = format!(r#"{{"message":"{p}:{seq}|t{}"}}"#, epoch.elapsed().as_nanos());
+                    if write.send(Message::text(body)).await.is_err() {
+                        break;
+                    }
+                    sent.fetch_add(1, Relaxed);
+                }
+                let _ = write.close().await;
+                echoes.abort();
+                0
+            }));
+        }
+    }
+    let mut errors = 0;
+    for publisher in publishers {
+        errors += publisher.await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Messages the server refused (rate limit) are not expected to arrive.
+    let expected = sent.load(Relaxed).saturating_sub(refused_by_server.load(Relaxed)) * subs;
+    // Drain: wait (boundedly) until every sent message is received or reported lagged.
+    let drain_until = Instant::now() + Duration::from_secs(5);
+    while counts.received.load(Relaxed) + counts.lagged.load(Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    counts.measuring.store(false, Relaxed);
+    let received = counts.received.load(Relaxed);
+    let mut latencies = Vec::new();
+    counts.stop.notify_waiters();
+    for subscriber in subscribers {
+        if let Ok(Ok((l, e))) = timeout(STEP, subscriber).await {
+            latencies.extend(l);
+            errors += e;
+        }
+    }
+    Ok(json!({
+        "scenario": "fanout", "rooms": rooms, "subs": subs, "pubs": pubs, "rate": rate, "seconds": seconds,
+        "sent": sent.load(Relaxed), "refused_by_server": refused_by_server.load(Relaxed),
+        "expected": expected, "received": received,
+        "lagged": counts.lagged.load(Relaxed), "lost": expected.saturating_sub(received),
+        "deliveries_per_s": received as f64 / seconds, "errors": errors,
+        "latency": percentiles(latencies),
+    }))
+}
+
+/// N authenticated connections that just stay open for `--hold` seconds.
+async fn idle(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> {
+    let conns = args.number("conns", 1000)?;
+    let hold = Duration::from_secs(args.number("hold", 10)?);
+    let addr = args.addr;
+    let started = Instant::now();
+    let connecting = Arc::new(Semaphore::new(200));
+    let errors = Arc::new(AtomicU64::new(0));
+    let open = Arc::new(Barrier::new(conns as usize + 1));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let (key, connecting, errors, open, release) = (
+            key.clone(),
+            connecting.clone(),
+            errors.clone(),
+            open.clone(),
+            release.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let permit = connecting.acquire_owned().await;
+            let ws = match connect(addr, &format!("idle-{}", i % 100), &format!("i{i}"), &key).await {
+                Ok(Ok(mut ws)) => next_text(&mut ws).await.ok().map(|_| ws),
+                _ => None,
+            };
+            drop(permit);
+            if ws.is_none() {
+                errors.fetch_add(1, Relaxed);
+            }
+            let released = release.notified();
+            open.wait().await;
+            released.await;
+            drop(ws);
+        }));
+    }
+    timeout(Duration::from_secs(300), open.wait())
+        .await
+        .map_err(|_| "connections did not open within 300 s")?;
+    let opened_in = started.elapsed().as_secs_f64();
+    // The marker scripts/bench.sh waits for before it reads the server's memory.
+    eprintln!(
+        "loadgen: all {conns} connections open after {opened_in:.1} s; holding {} s",
+        hold.as_secs()
+    );
+    tokio::time::sleep(hold).await;
+    release.notify_waiters();
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(json!({
+        "scenario": "idle", "conns": conns, "opened_in_s": opened_in,
+        "errors": errors.load(Relaxed), "held_s": hold.as_secs(),
+    }))
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: wsgate against the unauthenticated baseline, side by side, on
+# 127.0.0.1 only. Every scenario runs on a fresh server process, for a bounded time.
+# Prints one table of wsgate/baseline ratios; raw results go to target/bench/.
+#
+# Usage: scripts/bench.sh [SECONDS_PER_SCENARIO]   (default 10; the whole run takes ~4 min)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_PER=${1:-10}
+OUT=target/bench
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json
+# Thousands of sockets: raise the open-files limit as far as this machine allows.
+ulimit -n "$(ulimit -Hn)"
+export WSGATE_SECRET="bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+cargo build --release --quiet --bin wsgate --example baseline --example loadgen
+WSGATE=target/release/wsgate
+BASELINE=target/release/examples/baseline
+LOADGEN=target/release/examples/loadgen
+PORT=19100
+
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+trap stop_server EXIT
+
+start_server() { # which
+  PORT=$((PORT + 1))
+  if [ "$1" = wsgate ]; then
+    # The publisher is a load generator: lift the per-connection rate limit for it.
+    "$WSGATE" serve --addr "127.0.0.1:$PORT" --rate-limit 1000000 --rate-burst 1000000 \
+      --max-connections 19000 >/dev/null 2>"$OUT/wsgate.log" &
+  else
+    "$BASELINE" "127.0.0.1:$PORT" >/dev/null 2>&1 &
+  fi
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "server $1 did not start" >&2
+  exit 1
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
+
+run() { # name which loadgen-args...
+  local name=$1 which=$2
+  shift 2
+  start_server "$which"
+  local before
+  before=$(cpu_ticks)
+  "$LOADGEN" "$@" --url "ws://127.0.0.1:$PORT" --json >"$OUT/$name.$which.json"
+  local after
+  after=$(cpu_ticks)
+  echo "{\"cpu_s\": $(( after - before ))e-2}" >"$OUT/$name.$which.cpu.json"
+  stop_server
+  echo "  done: $name on $which" >&2
+}
+
+idle() { # which conns
+  local which=$1 conns=$2
+  start_server "$which"
+  local before
+  before=$(rss_kib)
+  "$LOADGEN" idle --url "ws://127.0.0.1:$PORT" --conns "$conns" --hold 5 --json \
+    >"$OUT/idle.$which.json" 2>"$OUT/idle.$which.log" &
+  local gen=$!
+  for _ in $(seq 1 600); do
+    grep -q "connections open" "$OUT/idle.$which.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  sleep 1
+  local after
+  after=$(rss_kib)
+  wait "$gen"
+  echo "{\"rss_before_kib\": $before, \"rss_after_kib\": $after}" >"$OUT/idle.$which.rss.json"
+  stop_server
+  echo "  done: idle on $which" >&2
+}
+
+echo "Running each scenario for ${SECONDS_PER}s on wsgate, then on the baseline..." >&2
+for which in wsgate baseline; do
+  run handshake "$which" handshake --conns 50 --duration "$SECONDS_PER"
+done
+run reject wsgate reject --conns 50 --duration "$SECONDS_PER"
+for which in wsgate baseline; do
+  run fanout1000 "$which" fanout --rooms 1 --subs 1000 --pubs 1 --rate 0 --duration "$SECONDS_PER"
+  run fanout50x20 "$which" fanout --rooms 50 --subs 20 --pubs 1 --rate 50 --duration "$SECONDS_PER"
+  idle "$which" 10000
+done
+
+python3 - "$OUT" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+load = lambda name: json.loads((out / f"{name}.json").read_text())
+w, b = {}, {}
+for name in ["handshake", "fanout1000", "fanout50x20"]:
+    w[name], b[name] = load(f"{name}.wsgate"), load(f"{name}.baseline")
+    w[name]["cpu_s"], b[name]["cpu_s"] = load(f"{name}.wsgate.cpu")["cpu_s"], load(f"{name}.baseline.cpu")["cpu_s"]
+reject = load("reject.wsgate")
+rows = []
+def row(what, ours, theirs, goal, ok, fmt="{:,.0f}"):
+    ratio = ours / theirs if theirs else float("nan")
+    rows.append((what, fmt.format(ours), fmt.format(theirs), f"{ratio:.2f}x", goal, "met" if ok else "NOT MET"))
+hs_w, hs_b = w["handshake"]["accepted_per_s"], b["handshake"]["accepted_per_s"]
+row("handshakes/s, C=50 (errors: %d / %d)" % (w["handshake"]["errors"], b["handshake"]["errors"]), hs_w, hs_b, ">= 0.9x baseline", hs_w >= 0.9 * hs_b)
+rj = reject["rejected_per_s"]
+rows.append(("bad-token rejections/s vs own accepted/s", f"{rj:,.0f}", f"{hs_w:,.0f} (wsgate)", f"{rj / hs_w:.2f}x", ">= 1.5x", "met" if rj >= 1.5 * hs_w else "NOT MET"))
+f_w, f_b = w["fanout1000"], b["fanout1000"]
+no_loss = f_w["lost"] == 0 and f_w["lagged"] == 0
+row("fan-out deliveries/s, R=1 N=1000 (lost: %d / %d)" % (f_w["lost"], f_b["lost"]), f_w["deliveries_per_s"], f_b["deliveries_per_s"], ">= 2x, no loss", f_w["deliveries_per_s"] >= 2 * f_b["deliveries_per_s"] and no_loss)
+cpu = lambda r: r["cpu_s"] * 1e6 / (r["received"] / 1000)  # server CPU us per 1000 deliveries
+row("server CPU us per 1,000 deliveries (R=1 N=1000)", cpu(f_w), cpu(f_b), "lower", cpu(f_w) < cpu(f_b))
+l_w, l_b = w["fanout50x20"], b["fanout50x20"]
+row("p99 latency ms, R=50 N=20 rate=50 (lost: %d / %d)" % (l_w["lost"], l_b["lost"]), l_w["latency"]["p99_ms"], l_b["latency"]["p99_ms"], "<= 5 ms, no loss", l_w["latency"]["p99_ms"] <= 5 and l_w["lost"] == 0, "{:.2f}")
+per_conn = {}
+for which in ["wsgate", "baseline"]:
+    rss, idle = load(f"idle.{which}.rss"), load(f"idle.{which}")
+    per_conn[which] = (rss["rss_after_kib"] - rss["rss_before_kib"]) / (idle["conns"] - idle["errors"])
+row("idle RSS KiB per connection, N=10000 (errors: %d / %d)" % (load("idle.wsgate")["errors"], load("idle.baseline")["errors"]), per_conn["wsgate"], per_conn["baseline"], "<= 8 KiB", per_conn["wsgate"] <= 8, "{:.2f}")
+widths = [max(len(str(r[i])) for r in rows + [("what", "wsgate", "baseline", "ratio", "goal", "")]) for i in range(6)]
+header = ("what", "wsgate", "baseline", "ratio", "goal", "")
+print()
+for r in [header] + rows:
+    print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
+(out / "summary.json").write_text(json.dumps({"rows": rows}, indent=1))
+PY
