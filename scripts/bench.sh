@@ -22,15 +22,20 @@ LOADGEN=target/release/examples/loadgen
 PORT=19100
 
 SERVER_PID=""
+OTHER_PID=""
 stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID"
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
+  for pid in $SERVER_PID $OTHER_PID; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid"
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   SERVER_PID=""
+  OTHER_PID=""
 }
 trap stop_server EXIT
 
+# Starts a server on a new port; sets PORT and SERVER_PID.
 start_server() { # which
   PORT=$((PORT + 1))
   if [ "$1" = wsgate ]; then
@@ -49,19 +54,26 @@ start_server() { # which
   exit 1
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
+
+# One load run against PID on PORT; appends its JSON (plus the server's CPU) to NAME.jsonl.
+measure() { # name pid port loadgen-args...
+  local name=$1 pid=$2 port=$3
+  shift 3
+  local before after
+  before=$(cpu_ticks "$pid")
+  local result
+  result=$("$LOADGEN" "$@" --url "ws://127.0.0.1:$port" --json)
+  after=$(cpu_ticks "$pid")
+  echo "${result%\}}, \"server_cpu_s\": $(( after - before ))e-2}" >>"$OUT/$name.jsonl"
+}
 
 run() { # name which loadgen-args...
   local name=$1 which=$2
   shift 2
   start_server "$which"
-  local before
-  before=$(cpu_ticks)
-  "$LOADGEN" "$@" --url "ws://127.0.0.1:$PORT" --json >"$OUT/$name.$which.json"
-  local after
-  after=$(cpu_ticks)
-  echo "{\"cpu_s\": $(( after - before ))e-2}" >"$OUT/$name.$which.cpu.json"
+  measure "$name.$which" "$SERVER_PID" "$PORT" "$@"
   stop_server
   echo "  done: $name on $which" >&2
 }
@@ -87,11 +99,21 @@ idle() { # which conns
   echo "  done: idle on $which" >&2
 }
 
-echo "Running each scenario for ${SECONDS_PER}s on wsgate, then on the baseline..." >&2
-for which in wsgate baseline; do
-  run handshake "$which" handshake --conns 50 --duration "$SECONDS_PER"
+echo "Running each scenario for ${SECONDS_PER}s on wsgate and on the baseline..." >&2
+# Handshakes and rejections: both servers up at once, short slices interleaved, so a change
+# in the machine's load over the run hits all three measurements alike.
+start_server baseline
+OTHER_PID=$SERVER_PID
+BASELINE_PORT=$PORT
+start_server wsgate
+SLICE=$(( SECONDS_PER / 5 > 0 ? SECONDS_PER / 5 : 1 ))
+for _ in 1 2 3 4 5; do
+  measure handshake.wsgate "$SERVER_PID" "$PORT" handshake --conns 50 --duration "$SLICE"
+  measure handshake.baseline "$OTHER_PID" "$BASELINE_PORT" handshake --conns 50 --duration "$SLICE"
+  measure reject.wsgate "$SERVER_PID" "$PORT" reject --conns 50 --duration "$SLICE"
 done
-run reject wsgate reject --conns 50 --duration "$SECONDS_PER"
+stop_server
+echo "  done: handshake and reject" >&2
 for which in wsgate baseline; do
   run fanout1000 "$which" fanout --rooms 1 --subs 1000 --pubs 1 --rate 0 --duration "$SECONDS_PER"
   run fanout50x20 "$which" fanout --rooms 50 --subs 20 --pubs 1 --rate 50 --duration "$SECONDS_PER"
@@ -102,11 +124,21 @@ python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 load = lambda name: json.loads((out / f"{name}.json").read_text())
+def runs(name):
+    """Sums the slices of one measurement: counts, seconds and server CPU add up."""
+    lines = [json.loads(l) for l in (out / f"{name}.jsonl").read_text().splitlines()]
+    total = dict(lines[0])
+    for key in ["accepted", "rejected", "errors", "seconds", "server_cpu_s", "received", "lost", "lagged", "expected"]:
+        if key in total:
+            total[key] = sum(l[key] for l in lines)
+    for key in ["accepted", "rejected"]:
+        if key in total:
+            total[key + "_per_s"] = total[key] / total["seconds"]
+    return total
 w, b = {}, {}
 for name in ["handshake", "fanout1000", "fanout50x20"]:
-    w[name], b[name] = load(f"{name}.wsgate"), load(f"{name}.baseline")
-    w[name]["cpu_s"], b[name]["cpu_s"] = load(f"{name}.wsgate.cpu")["cpu_s"], load(f"{name}.baseline.cpu")["cpu_s"]
-reject = load("reject.wsgate")
+    w[name], b[name] = runs(f"{name}.wsgate"), runs(f"{name}.baseline")
+reject = runs("reject.wsgate")
 rows = []
 def row(what, ours, theirs, goal, ok, fmt="{:,.0f}"):
     ratio = ours / theirs if theirs else float("nan")
@@ -115,10 +147,12 @@ hs_w, hs_b = w["handshake"]["accepted_per_s"], b["handshake"]["accepted_per_s"]
 row("handshakes/s, C=50 (errors: %d / %d)" % (w["handshake"]["errors"], b["handshake"]["errors"]), hs_w, hs_b, ">= 0.9x baseline", hs_w >= 0.9 * hs_b)
 rj = reject["rejected_per_s"]
 rows.append(("bad-token rejections/s vs own accepted/s", f"{rj:,.0f}", f"{hs_w:,.0f} (wsgate)", f"{rj / hs_w:.2f}x", ">= 1.5x", "met" if rj >= 1.5 * hs_w else "NOT MET"))
+per_op = lambda r, key: r["server_cpu_s"] * 1e6 / r[key]
+rows.append(("server CPU us per handshake / per rejection", f"{per_op(w['handshake'], 'accepted'):.0f} / {per_op(reject, 'rejected'):.0f}", f"{per_op(b['handshake'], 'accepted'):.0f} / -", "", "(for reference)", ""))
 f_w, f_b = w["fanout1000"], b["fanout1000"]
 no_loss = f_w["lost"] == 0 and f_w["lagged"] == 0
 row("fan-out deliveries/s, R=1 N=1000 (lost: %d / %d)" % (f_w["lost"], f_b["lost"]), f_w["deliveries_per_s"], f_b["deliveries_per_s"], ">= 2x, no loss", f_w["deliveries_per_s"] >= 2 * f_b["deliveries_per_s"] and no_loss)
-cpu = lambda r: r["cpu_s"] * 1e6 / (r["received"] / 1000)  # server CPU us per 1000 deliveries
+cpu = lambda r: r["server_cpu_s"] * 1e6 / (r["received"] / 1000)  # server CPU us per 1000 deliveries
 row("server CPU us per 1,000 deliveries (R=1 N=1000)", cpu(f_w), cpu(f_b), "lower", cpu(f_w) < cpu(f_b))
 l_w, l_b = w["fanout50x20"], b["fanout50x20"]
 row("p99 latency ms, R=50 N=20 rate=50 (lost: %d / %d)" % (l_w["lost"], l_b["lost"]), l_w["latency"]["p99_ms"], l_b["latency"]["p99_ms"], "<= 5 ms, no loss", l_w["latency"]["p99_ms"] <= 5 and l_w["lost"] == 0, "{:.2f}")
