@@ -5,6 +5,7 @@
 //! loadgen reject    --url ws://127.0.0.1:8080 --conns 50 --duration 10
 //! loadgen fanout    --url ws://127.0.0.1:8080 --rooms 1 --subs 1000 --pubs 1 --rate 0 --duration 10
 //! loadgen idle      --url ws://127.0.0.1:8080 --conns 10000 --hold 10
+//! loadgen fanout    --url ws://127.0.0.1:8080 --url2 ws://127.0.0.1:8081 ...   (members split over two nodes)
 //! ```
 //!
 //! Tokens are minted from `WSGATE_SECRET` (the baseline ignores them); `reject` signs with a
@@ -42,6 +43,8 @@ const WINDOW: u64 = 128;
 struct Args {
     scenario: String,
     addr: SocketAddr,
+    /// A second node (fanout only): odd-numbered subscribers connect there.
+    addr2: Option<SocketAddr>,
     options: HashMap<String, String>,
     json: bool,
 }
@@ -82,13 +85,28 @@ fn parse_args() -> Result<Args, Error> {
         .ok_or("--url must start with ws://")?
         .trim_end_matches('/');
     let addr: SocketAddr = authority.parse().map_err(|_| "--url must be ws://IP:PORT")?;
+    let addr2 = match options.get("url2") {
+        Some(url) => {
+            let authority = url
+                .strip_prefix("ws://")
+                .ok_or("--url2 must start with ws://")?
+                .trim_end_matches('/');
+            Some(
+                authority
+                    .parse::<SocketAddr>()
+                    .map_err(|_| "--url2 must be ws://IP:PORT")?,
+            )
+        }
+        None => None,
+    };
     // Load is only ever aimed at this machine.
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() || addr2.is_some_and(|a| !a.ip().is_loopback()) {
         return Err("loadgen only targets loopback addresses (127.0.0.0/8, ::1)".into());
     }
     Ok(Args {
         scenario,
         addr,
+        addr2,
         options,
         json,
     })
@@ -239,7 +257,7 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
     let pubs = args.number("pubs", 1)?;
     let rate = args.number("rate", 0)?;
     let duration = Duration::from_secs(args.number("duration", 10)?);
-    let addr = args.addr;
+    let (addr, addr2) = (args.addr, args.addr2);
     let epoch = Instant::now();
     let counts = Arc::new(FanoutCounts::default());
 
@@ -256,7 +274,8 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
             let progress = progress.clone();
             subscribers.push(tokio::spawn(async move {
                 let permit = connecting.acquire_owned().await;
-                let mut ws = match connect(addr, &format!("fanout-{room}"), &format!("s{room}-{s}"), &key).await {
+                let node = if s % 2 == 1 { addr2.unwrap_or(addr) } else { addr };
+                let mut ws = match connect(node, &format!("fanout-{room}"), &format!("s{room}-{s}"), &key).await {
                     Ok(Ok(ws)) => ws,
                     _ => {
                         ready.wait().await;

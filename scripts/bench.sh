@@ -3,7 +3,7 @@
 # 127.0.0.1 only. Every scenario runs on a fresh server process, for a bounded time.
 # Prints one table of wsgate/baseline ratios; raw results go to target/bench/.
 #
-# Usage: scripts/bench.sh [SECONDS_PER_SCENARIO]   (default 10; the whole run takes ~4 min)
+# Usage: scripts/bench.sh [SECONDS_PER_SCENARIO]   (default 10; the whole run takes ~2.5 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +15,8 @@ rm -f "$OUT"/*.json
 ulimit -n "$(ulimit -Hn)"
 export WSGATE_SECRET="bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
-cargo build --release --quiet --bin wsgate --example baseline --example loadgen
+# With the redis feature, for the two-node scenario; without --redis it is a single node.
+cargo build --release --quiet --features redis --bin wsgate --example baseline --example loadgen
 WSGATE=target/release/wsgate
 BASELINE=target/release/examples/baseline
 LOADGEN=target/release/examples/loadgen
@@ -120,6 +121,38 @@ for which in wsgate baseline; do
   idle "$which" 10000
 done
 
+# Two wsgate nodes sharing one Redis, members split evenly between them.
+if command -v redis-server >/dev/null 2>&1; then
+  REDIS_PORT=$((PORT + 50))
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+  REDIS_PID=$!
+  sleep 0.3
+  for scenario in "fanout1000 --rooms 1 --subs 1000 --rate 0" "fanout50x20 --rooms 50 --subs 20 --rate 50"; do
+    set -- $scenario
+    name=$1
+    shift
+    ports=()
+    pids=()
+    for _ in 1 2; do
+      PORT=$((PORT + 1))
+      "$WSGATE" serve --addr "127.0.0.1:$PORT" --rate-limit 1000000 --rate-burst 1000000 \
+        --redis "redis://127.0.0.1:$REDIS_PORT" >/dev/null 2>>"$OUT/wsgate.log" &
+      pids+=($!)
+      ports+=("$PORT")
+    done
+    sleep 0.5
+    "$LOADGEN" fanout "$@" --pubs 1 --duration "$SECONDS_PER" --url "ws://127.0.0.1:${ports[0]}" \
+      --url2 "ws://127.0.0.1:${ports[1]}" --json >"$OUT/$name.twonodes.json"
+    kill -TERM "${pids[@]}"
+    wait "${pids[@]}" 2>/dev/null || true
+    echo "  done: $name on two nodes" >&2
+  done
+  kill -TERM "$REDIS_PID"
+  wait "$REDIS_PID" 2>/dev/null || true
+else
+  echo "  skipped: two-node scenario (no redis-server on PATH; apt-get install redis-server)" >&2
+fi
+
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
@@ -166,5 +199,14 @@ header = ("what", "wsgate", "baseline", "ratio", "goal", "")
 print()
 for r in [header] + rows:
     print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
+two = out / "fanout1000.twonodes.json"
+if two.exists():
+    t1, t2 = load("fanout1000.twonodes"), load("fanout50x20.twonodes")
+    rows.append(("two nodes via Redis vs one node: deliveries/s R=1 N=1000 (lost: %d)" % t1["lost"], f'{t1["deliveries_per_s"]:,.0f}', f'{f_w["deliveries_per_s"]:,.0f} (1 node)', f'{t1["deliveries_per_s"] / f_w["deliveries_per_s"]:.2f}x', "(report)", ""))
+    rows.append(("two nodes via Redis vs one node: p99 ms R=50 N=20 (lost: %d)" % t2["lost"], f'{t2["latency"]["p99_ms"]:.2f}', f'{l_w["latency"]["p99_ms"]:.2f} (1 node)', "", "(report)", ""))
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(6)]
+    print()
+    for r in rows[-2:]:
+        print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
 (out / "summary.json").write_text(json.dumps({"rows": rows}, indent=1))
 PY

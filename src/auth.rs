@@ -36,14 +36,19 @@ use crate::jwt::{Claims, Verifier, unix_now};
 use crate::rejection::Rejection;
 
 /// An authenticated user: what the rest of the server knows about a connection's owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Also the JSON form of a session in a shared store:
+/// `{"username":"carol","rooms":["support-*"],"expires_at":1790000000}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// Shown to other members; never taken from the client's messages.
     pub username: String,
     /// Rooms this identity may join (exact names or `prefix*`); `None`: every room.
+    #[serde(default)]
     pub rooms: Option<Vec<String>>,
     /// When the credential stops being valid (Unix seconds, leeway included); the server
     /// closes the connection with `4401` then. `None`: never.
+    #[serde(default)]
     pub expires_at: Option<i64>,
 }
 

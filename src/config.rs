@@ -79,6 +79,10 @@ pub struct Config {
     /// only, so the demo page needs no copy-paste. Dev mode only: never turn it on with a
     /// real secret, since anyone on the machine could then become anyone.
     pub dev_tokens: bool,
+    /// With the `redis` feature: the Redis through which rooms span every node that shares it,
+    /// e.g. `redis://127.0.0.1:6379`. `None`: a single node.
+    #[cfg(feature = "redis")]
+    pub redis_url: Option<String>,
 }
 
 impl Default for Config {
@@ -101,6 +105,8 @@ impl Default for Config {
             room_buffer: 256,
             demo: false,
             dev_tokens: false,
+            #[cfg(feature = "redis")]
+            redis_url: None,
         }
     }
 }

@@ -12,7 +12,8 @@
 //! - [`handshake`]: reading the head, deciding, answering HTTP or upgrading;
 //! - [`room`]: the room registry and fan-out;
 //! - `connection`: one client's read/write loop;
-//! - [`config`], [`metrics`], [`server`]: settings, counters, the accept loop and shutdown.
+//! - [`config`], [`metrics`], [`server`]: settings, counters, the accept loop and shutdown;
+//! - `relay` (feature `redis`): rooms across nodes and sessions through Redis.
 //!
 //! Embedding takes a few lines; see [`Server`].
 
@@ -25,6 +26,8 @@ pub mod head;
 pub mod jwt;
 pub mod metrics;
 pub mod rejection;
+#[cfg(feature = "redis")]
+pub mod relay;
 pub mod room;
 pub mod server;
 

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use wsgate::auth::OriginPolicy;
-use wsgate::jwt::{Claims, Key, KeyError, unix_now};
+use wsgate::auth::{Authenticator, JwtAuthenticator, OriginPolicy};
+use wsgate::jwt::{Claims, Key, KeyError, Verifier, unix_now};
 use wsgate::{Config, RejectMode, Server};
 
 struct Flag {
@@ -103,6 +103,16 @@ const SERVE_FLAGS: &[Flag] = &[
         "demo",
         "on|off",
         "serve the demo page at / [default: on in dev mode, else off]",
+    ),
+    flag(
+        "redis",
+        "URL",
+        "share rooms with every node on this Redis, and read sessions from it (needs --features redis)",
+    ),
+    flag(
+        "session-redis-prefix",
+        "PREFIX",
+        "Redis key prefix of sessions [default: wsgate:session:]",
     ),
 ];
 
@@ -381,23 +391,44 @@ fn serve(options: &Options) -> Result<ExitCode, Usage> {
     }
     config.validate()?;
 
+    let verifier = Verifier::new(config.keys.clone(), config.validation.clone())?;
+    let redis = options.get("redis").map(str::to_owned);
+    if redis.is_none() && options.get("session-redis-prefix").is_some() {
+        return Err(Usage("--session-redis-prefix needs --redis".to_owned()));
+    }
     init_logging();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let primary = config.keys[0].clone();
-        let server = match Server::bind(config).await {
-            Ok(server) => server,
-            Err(e) => {
-                eprintln!("wsgate serve: {e}");
-                return Ok(ExitCode::FAILURE);
+        match redis {
+            None => run_server(config, JwtAuthenticator::new(verifier), dev_mode).await,
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                let prefix = options.get("session-redis-prefix").unwrap_or("wsgate:session:");
+                let sessions = wsgate::relay::RedisSessionStore::new(&url, prefix)
+                    .map_err(|e| Usage(format!("--redis {url:?}: {e}")))?;
+                config.redis_url = Some(url);
+                run_server(config, JwtAuthenticator::with_sessions(verifier, sessions), dev_mode).await
             }
-        };
-        if dev_mode {
-            print_dev_banner(server.local_addr(), &primary);
+            #[cfg(not(feature = "redis"))]
+            Some(_) => Err(Usage("--redis needs wsgate built with `--features redis`".to_owned())),
         }
-        server.run(shutdown_signal()).await;
-        Ok(ExitCode::SUCCESS)
     })
+}
+
+async fn run_server<A: Authenticator>(config: Config, authenticator: A, dev_mode: bool) -> Result<ExitCode, Usage> {
+    let primary = config.keys[0].clone();
+    let server = match Server::bind_with(config, authenticator).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("wsgate serve: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if dev_mode {
+        print_dev_banner(server.local_addr(), &primary);
+    }
+    server.run(shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_dev_banner(addr: SocketAddr, key: &Key) {

@@ -12,7 +12,7 @@ use crate::rejection::Rejection;
 const RESULTS: [&str; 5] = ["accepted", "unauthenticated", "forbidden", "bad_request", "overloaded"];
 
 /// The server's counters. Shared by reference; every method takes `&self`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     connections_active: AtomicI64,
     handshakes: [AtomicU64; RESULTS.len()],
@@ -20,6 +20,26 @@ pub struct Metrics {
     messages_received: AtomicU64,
     messages_delivered: AtomicU64,
     messages_lagged: AtomicU64,
+    /// -1: no Redis configured; else 0 or 1.
+    redis_up: AtomicI64,
+    redis_reconnects: AtomicU64,
+    relay_dropped: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            connections_active: AtomicI64::new(0),
+            handshakes: Default::default(),
+            rejections: Default::default(),
+            messages_received: AtomicU64::new(0),
+            messages_delivered: AtomicU64::new(0),
+            messages_lagged: AtomicU64::new(0),
+            redis_up: AtomicI64::new(-1),
+            redis_reconnects: AtomicU64::new(0),
+            relay_dropped: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Metrics {
@@ -58,6 +78,26 @@ impl Metrics {
 
     pub(crate) fn lagged(&self, n: u64) {
         self.messages_lagged.fetch_add(n, Relaxed);
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn redis_configured(&self) {
+        let _ = self.redis_up.compare_exchange(-1, 0, Relaxed, Relaxed);
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn redis_up(&self, up: bool) {
+        self.redis_up.store(i64::from(up), Relaxed);
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn redis_reconnect(&self) {
+        self.redis_reconnects.fetch_add(1, Relaxed);
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn relay_dropped(&self, n: u64) {
+        self.relay_dropped.fetch_add(n, Relaxed);
     }
 
     /// Upgraded connections open now.
@@ -138,6 +178,32 @@ impl Metrics {
             "Rooms with at least one member.",
         );
         let _ = writeln!(out, "wsgate_rooms_active {rooms_active}");
+        let redis_up = self.redis_up.load(Relaxed);
+        if redis_up >= 0 {
+            describe(
+                &mut out,
+                "wsgate_redis_up",
+                "gauge",
+                "1 while the link to Redis for other nodes is up.",
+            );
+            let _ = writeln!(out, "wsgate_redis_up {redis_up}");
+            let counters = [
+                (
+                    "wsgate_redis_reconnects_total",
+                    "Attempts to reconnect to Redis.",
+                    &self.redis_reconnects,
+                ),
+                (
+                    "wsgate_relay_dropped_total",
+                    "Messages not published to other nodes (Redis down or too slow).",
+                    &self.relay_dropped,
+                ),
+            ];
+            for (name, help, value) in counters {
+                describe(&mut out, name, "counter", help);
+                let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+            }
+        }
         out
     }
 }

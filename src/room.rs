@@ -31,16 +31,36 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The registry of rooms. Cloning gives another handle to the same rooms.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Rooms {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Rooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rooms")
+            .field("active", &self.active())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     rooms: Mutex<HashMap<String, Room>>,
     /// Per-room broadcast capacity: how far a member may fall behind before it lags.
     buffer: usize,
+    /// Where room traffic also goes when rooms span several nodes.
+    bridge: Option<Arc<dyn Bridge>>,
+}
+
+/// A link from this node's rooms to the same rooms on other nodes (see `relay`). The registry
+/// calls it under its lock, so implementations only queue work; they never block.
+pub(crate) trait Bridge: Send + Sync {
+    /// The first local member joined `room`.
+    fn opened(&self, room: &str);
+    /// The last local member left `room`.
+    fn closed(&self, room: &str);
+    /// A message sent to `room` on this node, for the other nodes.
+    fn publish(&self, room: &str, message: &Message);
 }
 
 #[derive(Debug)]
@@ -49,6 +69,18 @@ struct Room {
     /// Counted by us rather than `receiver_count()` so that join and leave, which take the
     /// registry lock, decide alone when a room is created and removed.
     members: usize,
+}
+
+/// See [`Rooms::downgrade`].
+#[derive(Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct WeakRooms(std::sync::Weak<Inner>);
+
+impl WeakRooms {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn upgrade(&self) -> Option<Rooms> {
+        self.0.upgrade().map(|inner| Rooms { inner })
+    }
 }
 
 /// One member's place in a room. Dropping it leaves the room (telling the others) and frees
@@ -66,24 +98,37 @@ pub struct Membership {
 impl Rooms {
     /// An empty registry whose rooms buffer `buffer` messages each.
     pub fn new(buffer: usize) -> Rooms {
-        Rooms {
-            inner: Arc::new(Inner {
-                rooms: Mutex::new(HashMap::new()),
-                buffer: buffer.max(1),
-            }),
-        }
+        Rooms::with_bridge(buffer, None)
+    }
+
+    pub(crate) fn with_bridge(buffer: usize, bridge: Option<Arc<dyn Bridge>>) -> Rooms {
+        let inner = Inner {
+            rooms: Mutex::new(HashMap::new()),
+            buffer: buffer.max(1),
+            bridge,
+        };
+        Rooms { inner: Arc::new(inner) }
     }
 
     /// Joins `room` as `username`; the other members get a `join` event, the joiner does not.
     pub fn join(&self, room: &str, username: &str) -> Membership {
         let mut rooms = self.lock();
-        let entry = rooms.entry(room.to_owned()).or_insert_with(|| Room {
-            sender: broadcast::channel(self.inner.buffer).0,
-            members: 0,
+        let entry = rooms.entry(room.to_owned()).or_insert_with(|| {
+            if let Some(bridge) = &self.inner.bridge {
+                bridge.opened(room);
+            }
+            Room {
+                sender: broadcast::channel(self.inner.buffer).0,
+                members: 0,
+            }
         });
         entry.members += 1;
+        let join = event("join", room, username);
+        if let Some(bridge) = &self.inner.bridge {
+            bridge.publish(room, &join);
+        }
         // Sent before subscribing, so the joiner's own receiver does not get it.
-        let _ = entry.sender.send(event("join", room, username));
+        let _ = entry.sender.send(join);
         Membership {
             receiver: entry.sender.subscribe(),
             sender: entry.sender.clone(),
@@ -96,6 +141,28 @@ impl Rooms {
     /// Rooms with at least one member.
     pub fn active(&self) -> usize {
         self.lock().len()
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// The names of the rooms with at least one member here.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Delivers `message` to the local members of `room`, if it has any; it is not passed on
+    /// to the bridge (it came from there).
+    pub(crate) fn deliver_local(&self, room: &str, message: Message) {
+        if let Some(entry) = self.lock().get(room) {
+            let _ = entry.sender.send(message);
+        }
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// A handle that does not keep the rooms alive (for the relay's tasks, which the rooms'
+    /// bridge in turn keeps alive).
+    pub(crate) fn downgrade(&self) -> WeakRooms {
+        WeakRooms(Arc::downgrade(&self.inner))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Room>> {
@@ -113,6 +180,9 @@ impl Membership {
 
     /// Sends `message` to every member, this one included. The same bytes go to all.
     pub fn broadcast(&self, message: Message) {
+        if let Some(bridge) = &self.rooms.inner.bridge {
+            bridge.publish(&self.room, &message);
+        }
         // Err only means no receiver is left, which cannot happen while `self` holds one.
         let _ = self.sender.send(message);
     }
@@ -123,10 +193,18 @@ impl Drop for Membership {
         let mut rooms = self.rooms.lock();
         let Some(room) = rooms.get_mut(&self.room) else { return };
         room.members -= 1;
-        if room.members == 0 {
-            rooms.remove(&self.room);
-        } else {
-            let _ = room.sender.send(event("leave", &self.room, &self.username));
+        let leave = event("leave", &self.room, &self.username);
+        if let Some(bridge) = &self.rooms.inner.bridge {
+            // Members on other nodes hear of the leave even when this node's room closes.
+            bridge.publish(&self.room, &leave);
+        }
+        if room.members > 0 {
+            let _ = room.sender.send(leave);
+            return;
+        }
+        rooms.remove(&self.room);
+        if let Some(bridge) = &self.rooms.inner.bridge {
+            bridge.closed(&self.room);
         }
     }
 }

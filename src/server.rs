@@ -105,12 +105,25 @@ impl<A: Authenticator> Server<A> {
             .await
             .map_err(|error| ServeError::Bind { addr, error })?;
         let limit = Arc::new(Semaphore::new(config.max_connections));
+        let metrics = Arc::new(Metrics::default());
+        #[cfg(feature = "redis")]
+        let rooms = match &config.redis_url {
+            Some(url) => {
+                let relay = crate::relay::Relay::new(url, metrics.clone())
+                    .map_err(|e| ConfigError(format!("redis URL {url:?}: {e}")))?;
+                let rooms = Rooms::with_bridge(config.room_buffer, Some(relay.clone()));
+                relay.start(rooms.downgrade());
+                rooms
+            }
+            None => Rooms::new(config.room_buffer),
+        };
+        #[cfg(not(feature = "redis"))]
         let rooms = Rooms::new(config.room_buffer);
         let shared = Arc::new(Shared {
             config,
             authenticator,
             rooms,
-            metrics: Arc::default(),
+            metrics,
         });
         Ok(Server {
             listener,

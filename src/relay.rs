@@ -1,0 +1,330 @@
+//! Rooms across several nodes through Redis pub/sub, and sessions kept in Redis (SPEC §8).
+//!
+//! Each node keeps its rooms exactly as a single node does; the relay adds a second path for
+//! room traffic. A node subscribes to a room's channel (`wsgate:room:{room}`) when its first
+//! local member joins and unsubscribes when the last one leaves, so Redis sends each node only
+//! the rooms it has members in (no pattern subscription to everything). A message goes to the
+//! local members directly and is published once, tagged with the node's id; a node drops its
+//! own publications when they come back. One connection publishes, in the order the messages
+//! were sent, so every sender's order holds on every node.
+//!
+//! When Redis goes away, local rooms keep working. The subscriber reconnects with backoff,
+//! resubscribes the rooms that have local members, and counts it
+//! (`wsgate_redis_reconnects_total`, `wsgate_redis_up`). The members of every local room are
+//! told `{"type":"lagged","missed":null}` the moment the link breaks: messages from other
+//! nodes may be missing, and nothing is lost silently.
+//!
+//! Bounded everywhere: outgoing messages wait in a bounded queue (dropped and counted when
+//! Redis cannot keep up). Incoming ones go straight into each room's bounded broadcast
+//! channel; the reader never waits on a member, so the crate's own unbounded pub/sub buffer
+//! only holds what arrived since the reader's last turn.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{info, warn};
+
+use crate::auth::{Identity, SessionStore, StoreError};
+use crate::metrics::Metrics;
+use crate::room::{Bridge, Rooms, WeakRooms};
+
+/// Prefix of the Redis channel of each room.
+const CHANNEL_PREFIX: &str = "wsgate:room:";
+
+/// Outgoing messages that may wait for Redis before new ones are dropped (and counted).
+const OUTGOING_QUEUE: usize = 8192;
+
+fn channel(room: &str) -> String {
+    format!("{CHANNEL_PREFIX}{room}")
+}
+
+enum Command {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// A message for other nodes: (room, JSON text).
+type Outgoing = (String, String);
+
+/// The link between this node's rooms and Redis. Create it with [`Relay::new`], give it to
+/// the room registry as its bridge, then [`Relay::start`] it.
+pub(crate) struct Relay {
+    node_id: String,
+    client: redis::Client,
+    commands: mpsc::UnboundedSender<Command>,
+    outgoing: mpsc::Sender<Outgoing>,
+    /// The receiving ends, until `start` hands them to the tasks.
+    pending: Mutex<Option<(mpsc::UnboundedReceiver<Command>, mpsc::Receiver<Outgoing>)>>,
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay through the Redis at `url`. Fails only on a URL that cannot be used; Redis
+    /// being down is handled by reconnecting.
+    pub(crate) fn new(url: &str, metrics: Arc<Metrics>) -> Result<Arc<Relay>, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+        // Random per process: the std hasher is seeded from the OS.
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let node_id = format!("{random:016x}{:x}", std::process::id());
+        metrics.redis_configured();
+        Ok(Arc::new(Relay {
+            node_id,
+            client,
+            commands,
+            outgoing,
+            pending: Mutex::new(Some((command_rx, outgoing_rx))),
+            metrics,
+        }))
+    }
+
+    /// Starts the subscriber and publisher tasks for `rooms`. They end when the rooms do.
+    pub(crate) fn start(self: &Arc<Relay>, rooms: WeakRooms) {
+        let Some((commands, outgoing)) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        tokio::spawn(subscribe_loop(
+            self.client.clone(),
+            self.node_id.clone(),
+            commands,
+            rooms,
+            self.metrics.clone(),
+        ));
+        tokio::spawn(publish_loop(
+            self.client.clone(),
+            self.node_id.clone(),
+            outgoing,
+            self.metrics.clone(),
+        ));
+    }
+}
+
+impl Bridge for Relay {
+    fn opened(&self, room: &str) {
+        let _ = self.commands.send(Command::Subscribe(room.to_owned()));
+    }
+
+    fn closed(&self, room: &str) {
+        let _ = self.commands.send(Command::Unsubscribe(room.to_owned()));
+    }
+
+    fn publish(&self, room: &str, message: &Message) {
+        let Message::Text(text) = message else { return };
+        if self.outgoing.try_send((room.to_owned(), text.to_string())).is_err() {
+            self.metrics.relay_dropped(1);
+        }
+    }
+}
+
+/// Publishes queued messages in order, a pipeline per batch, over one connection.
+async fn publish_loop(
+    client: redis::Client,
+    node_id: String,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    metrics: Arc<Metrics>,
+) {
+    let mut connection = None;
+    let mut batch = Vec::with_capacity(256);
+    while outgoing.recv_many(&mut batch, 256).await > 0 {
+        if connection.is_none() {
+            connection = client.get_multiplexed_async_connection().await.ok();
+        }
+        let Some(conn) = &mut connection else {
+            metrics.relay_dropped(batch.len() as u64);
+            batch.clear();
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for (room, text) in batch.drain(..) {
+            pipe.cmd("PUBLISH")
+                .arg(channel(&room))
+                .arg(format!("{node_id}\n{text}"))
+                .ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(conn).await {
+            warn!(error = %e, "publishing to redis failed");
+            connection = None;
+        }
+    }
+}
+
+/// Keeps a subscription per local room and hands what other nodes publish to local members.
+async fn subscribe_loop(
+    client: redis::Client,
+    node_id: String,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    rooms: WeakRooms,
+    metrics: Arc<Metrics>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut ever_up = false;
+    let mut up = false;
+    loop {
+        if let Ok(pubsub) = client.get_async_pubsub().await {
+            let (mut sink, mut stream) = pubsub.split();
+            let Some(names) = rooms.upgrade().map(|r| r.names()) else {
+                return;
+            };
+            let channels: Vec<String> = names.iter().map(|r| channel(r)).collect();
+            if channels.is_empty() || sink.subscribe(&channels).await.is_ok() {
+                metrics.redis_up(true);
+                backoff = Duration::from_millis(100);
+                if ever_up {
+                    info!(rooms = channels.len(), "reconnected to redis, rooms resubscribed");
+                }
+                ever_up = true;
+                up = true;
+                loop {
+                    tokio::select! {
+                        command = commands.recv() => {
+                            let result = match command {
+                                None => return, // the rooms are gone: the server stopped
+                                Some(Command::Subscribe(room)) => sink.subscribe(channel(&room)).await,
+                                Some(Command::Unsubscribe(room)) => sink.unsubscribe(channel(&room)).await,
+                            };
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                        message = stream.next() => match message {
+                            None => break, // connection lost
+                            Some(message) => {
+                                let Some(rooms) = rooms.upgrade() else { return };
+                                dispatch(&rooms, &node_id, &message);
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        metrics.redis_up(false);
+        if up {
+            // The link just broke: say so at once to every local room.
+            up = false;
+            warn!("lost redis; local rooms keep working, other nodes' messages may be missed");
+            let Some(rooms) = rooms.upgrade() else { return };
+            let notice = Message::text(r#"{"type":"lagged","missed":null}"#);
+            for room in rooms.names() {
+                rooms.deliver_local(&room, notice.clone());
+            }
+        }
+        metrics.redis_reconnect();
+        // While down, the registry is the truth about which rooms to subscribe: queued
+        // commands are stale.
+        while commands.try_recv().is_ok() {}
+        if commands.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A publication from Redis: `NODE_ID\nJSON` on `wsgate:room:{room}`.
+fn dispatch(rooms: &Rooms, node_id: &str, message: &redis::Msg) {
+    let Some(room) = message.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
+        return;
+    };
+    let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+        return;
+    };
+    let Some((from, json)) = payload.split_once('\n') else {
+        return;
+    };
+    if from == node_id {
+        return; // our own, already delivered locally
+    }
+    rooms.deliver_local(room, Message::text(json));
+}
+
+/// Sessions that a web application writes to Redis: key `PREFIX + session id`, value a JSON
+/// identity such as `{"username":"carol","rooms":["support-*"],"expires_at":1790000000}`
+/// (`rooms` and `expires_at` optional; `expires_at` in Unix seconds). Give the key a Redis TTL
+/// too, so ended sessions do not pile up.
+///
+/// ```no_run
+/// # #[cfg(feature = "redis")]
+/// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use wsgate::auth::JwtAuthenticator;
+/// use wsgate::jwt::{Key, Validation, Verifier};
+/// use wsgate::relay::RedisSessionStore;
+///
+/// let sessions = RedisSessionStore::new("redis://127.0.0.1:6379", "myapp:session:")?;
+/// let verifier = Verifier::new(vec![Key::new(b"an example secret of at least 32 bytes!!")?], Validation::default())?;
+/// let authenticator = JwtAuthenticator::with_sessions(verifier, sessions);
+/// # Ok(()) }
+/// ```
+pub struct RedisSessionStore {
+    client: redis::Client,
+    prefix: String,
+    /// One multiplexed connection, made on first use and remade after a failure.
+    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl fmt::Debug for RedisSessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSessionStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Session ids longer than this are not looked up: no real one is, and a key is built from it.
+const MAX_SESSION_ID: usize = 256;
+
+impl RedisSessionStore {
+    /// Sessions under `prefix` in the Redis at `url`. Fails only on an unusable URL.
+    pub fn new(url: &str, prefix: &str) -> Result<RedisSessionStore, redis::RedisError> {
+        Ok(RedisSessionStore {
+            client: redis::Client::open(url)?,
+            prefix: prefix.to_owned(),
+            connection: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+impl SessionStore for RedisSessionStore {
+    async fn load(&self, id: &str) -> Result<Option<Identity>, StoreError> {
+        if id.len() > MAX_SESSION_ID {
+            return Ok(None);
+        }
+        let failed = |e: redis::RedisError| StoreError(e.to_string());
+        let mut slot = self.connection.lock().await;
+        let mut conn = match slot.as_ref() {
+            Some(conn) => conn.clone(),
+            None => {
+                let conn = self.client.get_multiplexed_async_connection().await.map_err(failed)?;
+                *slot = Some(conn.clone());
+                conn
+            }
+        };
+        drop(slot);
+        let value: Option<String> = match conn.get(format!("{}{id}", self.prefix)).await {
+            Ok(value) => value,
+            Err(e) => {
+                *self.connection.lock().await = None;
+                return Err(failed(e));
+            }
+        };
+        value
+            .map(|json| {
+                serde_json::from_str(&json).map_err(|e| StoreError(format!("session is not a JSON identity: {e}")))
+            })
+            .transpose()
+    }
+}

@@ -1,0 +1,269 @@
+//! Several nodes through a real Redis (SPEC §8): each test starts its own `redis-server` on a
+//! free port. Run with `cargo test --features redis`.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use wsgate::Config;
+use wsgate::auth::{Identity, JwtAuthenticator};
+use wsgate::jwt::{Validation, Verifier, unix_now};
+use wsgate::relay::RedisSessionStore;
+
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        RedisServer::start_on(port)
+    }
+
+    fn start_on(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is not on PATH; install it (Debian: apt-get install redis-server)");
+        let server = RedisServer { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> T {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = within(client.get_multiplexed_async_connection()).await.unwrap();
+        within(command.query_async(&mut conn)).await.unwrap()
+    }
+
+    /// How many subscribers a room's channel has.
+    async fn subscribers(&self, room: &str) -> i64 {
+        let reply: Vec<redis::Value> = self
+            .query(redis::cmd("PUBSUB").arg("NUMSUB").arg(format!("wsgate:room:{room}")))
+            .await;
+        redis::from_redis_value_ref::<i64>(&reply[1]).unwrap()
+    }
+
+    /// Waits (boundedly) until `room` has `n` subscribing nodes.
+    async fn await_subscribers(&self, room: &str, n: i64) {
+        for _ in 0..500 {
+            if self.subscribers(room).await == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("room {room} never reached {n} subscribing nodes");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node_config(redis: &RedisServer) -> Config {
+    Config {
+        redis_url: Some(redis.url()),
+        ..config()
+    }
+}
+
+/// Reads until `marker` arrives from anyone, returning the chat messages before it as
+/// (username, message); join and leave events are skipped.
+async fn messages_until(client: &mut Client, marker: &str) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    loop {
+        let got = next_json(client).await;
+        if got["type"] != "message" {
+            continue;
+        }
+        let message = got["message"].as_str().unwrap().to_owned();
+        if message == marker {
+            return seen;
+        }
+        seen.push((got["username"].as_str().unwrap().to_owned(), message));
+    }
+}
+
+#[tokio::test]
+async fn members_on_two_nodes_get_every_message_once_in_order() {
+    let redis = RedisServer::start();
+    let a = TestServer::start(node_config(&redis)).await;
+    let b = TestServer::start(node_config(&redis)).await;
+    let mut alice = a.join("shared", "alice").await;
+    let mut carol = a.join("shared", "carol").await;
+    let mut bob = b.join("shared", "bob").await;
+    redis.await_subscribers("shared", 2).await;
+
+    for i in 0..30 {
+        send(&mut alice, &format!(r#"{{"message":"a{i}"}}"#)).await;
+        send(&mut bob, &format!(r#"{{"message":"b{i}"}}"#)).await;
+    }
+    // Order is promised per sender, not across senders: each ends its own sequence.
+    send(&mut alice, r#"{"message":"a-end"}"#).await;
+    send(&mut bob, r#"{"message":"b-end"}"#).await;
+    for (who, client) in [("alice", &mut alice), ("bob", &mut bob), ("carol", &mut carol)] {
+        let mut seen: Vec<(String, String)> = Vec::new();
+        while !(seen.iter().any(|(_, m)| m == "a-end") && seen.iter().any(|(_, m)| m == "b-end")) {
+            let got = next_json(client).await;
+            if got["type"] == "message" {
+                seen.push((
+                    got["username"].as_str().unwrap().to_owned(),
+                    got["message"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+        let from = |user: &str| {
+            seen.iter()
+                .filter(|(u, _)| u == user)
+                .map(|(_, m)| m.clone())
+                .collect::<Vec<_>>()
+        };
+        let expected = |p: &str| {
+            (0..30)
+                .map(|i| format!("{p}{i}"))
+                .chain([format!("{p}-end")])
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(from("alice"), expected("a"), "{who} saw alice's");
+        assert_eq!(from("bob"), expected("b"), "{who} saw bob's");
+        assert_eq!(seen.len(), 62, "{who} saw duplicates or strangers");
+    }
+}
+
+#[tokio::test]
+async fn join_and_leave_cross_nodes_and_empty_rooms_are_unsubscribed() {
+    let redis = RedisServer::start();
+    let a = TestServer::start(node_config(&redis)).await;
+    let b = TestServer::start(node_config(&redis)).await;
+    let mut alice = a.join("meet", "alice").await;
+    redis.await_subscribers("meet", 1).await;
+    let mut bob = b.join("meet", "bob").await;
+    assert_eq!(
+        next_json(&mut alice).await,
+        serde_json::json!({"type":"join","room":"meet","username":"bob"})
+    );
+    redis.await_subscribers("meet", 2).await;
+
+    within(bob.close(None)).await.unwrap();
+    assert_eq!(
+        next_json(&mut alice).await,
+        serde_json::json!({"type":"leave","room":"meet","username":"bob"})
+    );
+    // Node B has nobody left in the room: it stops listening to it.
+    redis.await_subscribers("meet", 1).await;
+    within(alice.close(None)).await.unwrap();
+    redis.await_subscribers("meet", 0).await;
+    let channels: Vec<String> = redis
+        .query(redis::cmd("PUBSUB").arg("CHANNELS").arg("wsgate:room:*"))
+        .await;
+    assert!(channels.is_empty(), "{channels:?}");
+}
+
+#[tokio::test]
+async fn a_redis_restart_is_announced_and_traffic_resumes() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let a = TestServer::start(node_config(&redis)).await;
+    let b = TestServer::start(node_config(&redis)).await;
+    let mut alice = a.join("outage", "alice").await;
+    let mut carol = a.join("outage", "carol").await;
+    let mut bob = b.join("outage", "bob").await;
+    redis.await_subscribers("outage", 2).await;
+
+    redis.kill();
+    // Everyone is told, at once, that messages from other nodes may be missing.
+    for client in [&mut alice, &mut bob, &mut carol] {
+        loop {
+            let got = next_json(client).await;
+            if got["type"] == "lagged" {
+                assert_eq!(got["missed"], serde_json::Value::Null);
+                break;
+            }
+        }
+    }
+    // Local rooms keep working meanwhile.
+    send(&mut alice, r#"{"message":"local only"}"#).await;
+    assert_eq!(messages_until(&mut carol, "local only").await, vec![]);
+
+    let redis = RedisServer::start_on(port);
+    redis.await_subscribers("outage", 2).await;
+    send(&mut alice, r#"{"message":"back"}"#).await;
+    assert_eq!(messages_until(&mut bob, "back").await, vec![]);
+    assert_eq!(a.metric("wsgate_redis_up").await, 1.0);
+    assert!(a.metric("wsgate_redis_reconnects_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn sessions_in_redis_work_on_every_node() {
+    let redis = RedisServer::start();
+    let live = Identity {
+        expires_at: Some(unix_now() + 600),
+        ..Identity::new("carol")
+    };
+    let dead = Identity {
+        expires_at: Some(unix_now() - 1),
+        ..Identity::new("dave")
+    };
+    for (id, identity) in [("s-live", &live), ("s-dead", &dead)] {
+        let json = serde_json::to_string(identity).unwrap();
+        let _: () = redis
+            .query(redis::cmd("SET").arg(format!("app:session:{id}")).arg(json))
+            .await;
+    }
+    let node = || async {
+        let verifier = Verifier::new(vec![key()], Validation::default()).unwrap();
+        let sessions = RedisSessionStore::new(&redis.url(), "app:session:").unwrap();
+        TestServer::start_with(node_config(&redis), JwtAuthenticator::with_sessions(verifier, sessions)).await
+    };
+    for server in [node().await, node().await] {
+        let origin = format!("http://{}", server.addr);
+        let (mut client, _) = server
+            .connect("/ws/chat/lobby", &[("Cookie", "sessionid=s-live"), ("Origin", &origin)])
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut client).await["username"], "carol");
+        for id in ["s-dead", "s-unknown"] {
+            let cookie = format!("sessionid={id}");
+            let response = refused(
+                server
+                    .connect("/ws/chat/lobby", &[("Cookie", &cookie), ("Origin", &origin)])
+                    .await,
+            );
+            assert_eq!(response.status(), 401, "{id}");
+        }
+    }
+}
