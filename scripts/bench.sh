@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER=${1:-10}
 OUT=target/bench
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json
+rm -f "$OUT"/*.json "$OUT"/*.jsonl
 # Thousands of sockets: raise the open-files limit as far as this machine allows.
 ulimit -n "$(ulimit -Hn)"
 export WSGATE_SECRET="bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -167,6 +167,9 @@ def runs(name):
     for key in ["accepted", "rejected"]:
         if key in total:
             total[key + "_per_s"] = total[key] / total["seconds"]
+    if "received" in total:
+        total["deliveries_per_s"] = total["received"] / total["seconds"]
+    assert len(lines) == 1 or "latency" not in total or total["scenario"] != "fanout", "one fan-out run per file"
     return total
 w, b = {}, {}
 for name in ["handshake", "fanout1000", "fanout50x20"]:
