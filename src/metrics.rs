@@ -150,27 +150,24 @@ impl Metrics {
                 count.load(Relaxed)
             );
         }
-        let counters = [
-            (
-                "wsgate_messages_received_total",
-                "Chat messages accepted from clients.",
-                &self.messages_received,
-            ),
-            (
-                "wsgate_messages_delivered_total",
-                "Messages written to members, one per recipient.",
-                &self.messages_delivered,
-            ),
-            (
-                "wsgate_messages_lagged_total",
-                "Messages slow members missed (each reported to them).",
-                &self.messages_lagged,
-            ),
-        ];
-        for (name, help, value) in counters {
-            describe(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
-        }
+        counter(
+            &mut out,
+            "wsgate_messages_received_total",
+            "Chat messages accepted from clients.",
+            &self.messages_received,
+        );
+        counter(
+            &mut out,
+            "wsgate_messages_delivered_total",
+            "Messages written to members, one per recipient.",
+            &self.messages_delivered,
+        );
+        counter(
+            &mut out,
+            "wsgate_messages_lagged_total",
+            "Messages slow members missed (each reported to them).",
+            &self.messages_lagged,
+        );
         describe(
             &mut out,
             "wsgate_rooms_active",
@@ -187,22 +184,14 @@ impl Metrics {
                 "1 while the link to Redis for other nodes is up.",
             );
             let _ = writeln!(out, "wsgate_redis_up {redis_up}");
-            let counters = [
-                (
-                    "wsgate_redis_reconnects_total",
-                    "Attempts to reconnect to Redis.",
-                    &self.redis_reconnects,
-                ),
-                (
-                    "wsgate_relay_dropped_total",
-                    "Messages not published to other nodes (Redis down or too slow).",
-                    &self.relay_dropped,
-                ),
-            ];
-            for (name, help, value) in counters {
-                describe(&mut out, name, "counter", help);
-                let _ = writeln!(out, "{name} {}", value.load(Relaxed));
-            }
+            counter(
+                &mut out,
+                "wsgate_redis_reconnects_total",
+                "Attempts to reconnect to Redis.",
+                &self.redis_reconnects,
+            );
+            let dropped = "Messages not published to other nodes (Redis down or too slow).";
+            counter(&mut out, "wsgate_relay_dropped_total", dropped, &self.relay_dropped);
         }
         out
     }
@@ -210,4 +199,9 @@ impl Metrics {
 
 fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    describe(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {}", value.load(Relaxed));
 }
