@@ -40,6 +40,19 @@ const CHANNEL_PREFIX: &str = "wsgate:room:";
 /// Outgoing messages that may wait for Redis before new ones are dropped (and counted).
 const OUTGOING_QUEUE: usize = 8192;
 
+/// The longest any Redis call may take. A Redis host that stops answering (rather than
+/// refusing) would otherwise hold a handshake, or the relay, for minutes of TCP retries.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `future`, or a timeout error after [`REDIS_TIMEOUT`].
+async fn bounded<T>(future: impl std::future::Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    tokio::time::timeout(REDIS_TIMEOUT, future).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        )))
+    })
+}
+
 fn channel(room: &str) -> String {
     format!("{CHANNEL_PREFIX}{room}")
 }
@@ -142,7 +155,7 @@ async fn publish_loop(
     let mut batch = Vec::with_capacity(256);
     while outgoing.recv_many(&mut batch, 256).await > 0 {
         if connection.is_none() {
-            connection = client.get_multiplexed_async_connection().await.ok();
+            connection = bounded(client.get_multiplexed_async_connection()).await.ok();
         }
         let Some(conn) = &mut connection else {
             metrics.relay_dropped(batch.len() as u64);
@@ -156,7 +169,7 @@ async fn publish_loop(
                 .arg(format!("{node_id}\n{text}"))
                 .ignore();
         }
-        if let Err(e) = pipe.query_async::<()>(conn).await {
+        if let Err(e) = bounded(pipe.query_async::<()>(conn)).await {
             warn!(error = %e, "publishing to redis failed");
             connection = None;
         }
@@ -175,13 +188,13 @@ async fn subscribe_loop(
     let mut ever_up = false;
     let mut up = false;
     loop {
-        if let Ok(pubsub) = client.get_async_pubsub().await {
+        if let Ok(pubsub) = bounded(client.get_async_pubsub()).await {
             let (mut sink, mut stream) = pubsub.split();
             let Some(names) = rooms.upgrade().map(|r| r.names()) else {
                 return;
             };
             let channels: Vec<String> = names.iter().map(|r| channel(r)).collect();
-            if channels.is_empty() || sink.subscribe(&channels).await.is_ok() {
+            if channels.is_empty() || bounded(sink.subscribe(&channels)).await.is_ok() {
                 metrics.redis_up(true);
                 backoff = Duration::from_millis(100);
                 if ever_up {
@@ -194,8 +207,8 @@ async fn subscribe_loop(
                         command = commands.recv() => {
                             let result = match command {
                                 None => return, // the rooms are gone: the server stopped
-                                Some(Command::Subscribe(room)) => sink.subscribe(channel(&room)).await,
-                                Some(Command::Unsubscribe(room)) => sink.unsubscribe(channel(&room)).await,
+                                Some(Command::Subscribe(room)) => bounded(sink.subscribe(channel(&room))).await,
+                                Some(Command::Unsubscribe(room)) => bounded(sink.unsubscribe(channel(&room))).await,
                             };
                             if result.is_err() {
                                 break;
@@ -308,13 +321,15 @@ impl SessionStore for RedisSessionStore {
         let mut conn = match slot.as_ref() {
             Some(conn) => conn.clone(),
             None => {
-                let conn = self.client.get_multiplexed_async_connection().await.map_err(failed)?;
+                let conn = bounded(self.client.get_multiplexed_async_connection())
+                    .await
+                    .map_err(failed)?;
                 *slot = Some(conn.clone());
                 conn
             }
         };
         drop(slot);
-        let value: Option<String> = match conn.get(format!("{}{id}", self.prefix)).await {
+        let value: Option<String> = match bounded(conn.get(format!("{}{id}", self.prefix))).await {
             Ok(value) => value,
             Err(e) => {
                 *self.connection.lock().await = None;

@@ -229,7 +229,7 @@ async fn a_redis_restart_is_announced_and_traffic_resumes() {
 
 #[tokio::test]
 async fn sessions_in_redis_work_on_every_node() {
-    let redis = RedisServer::start();
+    let mut redis = RedisServer::start();
     let live = Identity {
         expires_at: Some(unix_now() + 600),
         ..Identity::new("carol")
@@ -249,7 +249,8 @@ async fn sessions_in_redis_work_on_every_node() {
         let sessions = RedisSessionStore::new(&redis.url(), "app:session:").unwrap();
         TestServer::start_with(node_config(&redis), JwtAuthenticator::with_sessions(verifier, sessions)).await
     };
-    for server in [node().await, node().await] {
+    let nodes = [node().await, node().await];
+    for server in &nodes {
         let origin = format!("http://{}", server.addr);
         let (mut client, _) = server
             .connect("/ws/chat/lobby", &[("Cookie", "sessionid=s-live"), ("Origin", &origin)])
@@ -266,4 +267,14 @@ async fn sessions_in_redis_work_on_every_node() {
             assert_eq!(response.status(), 401, "{id}");
         }
     }
+
+    // The store down: a quick, honest 503, not a hang.
+    redis.kill();
+    let origin = format!("http://{}", nodes[0].addr);
+    let response = refused(
+        nodes[0]
+            .connect("/ws/chat/lobby", &[("Cookie", "sessionid=s-live"), ("Origin", &origin)])
+            .await,
+    );
+    assert_eq!(response.status(), 503);
 }
