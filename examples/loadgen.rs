@@ -358,14 +358,27 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
                 let echo_window = window.clone();
                 let me = format!(r#""username":"p{room}-{p}""#);
                 let refused = refused_by_server.clone();
+                // Our messages that came back (or were refused): we may only close once all
+                // have, or the close would reset the connection and destroy the last ones
+                // still unread in the server's receive queue.
+                let answered = Arc::new(AtomicU64::new(0));
+                let answered_seen = answered.clone();
                 let echoes = tokio::spawn(async move {
-                    while let Ok(Some(Ok(Message::Text(text)))) = timeout(Duration::from_secs(3), read.next()).await {
-                        if text.contains(&me) && text.contains("|t") {
-                            echo_window.add_permits(1);
-                        } else if text.contains(r#""type":"error""#) {
-                            // Refused (e.g. rate limited): it will never echo, so free its slot.
-                            refused.fetch_add(1, Relaxed);
-                            echo_window.add_permits(1);
+                    loop {
+                        match timeout(Duration::from_secs(3), read.next()).await {
+                            Ok(Some(Ok(Message::Text(text)))) => {
+                                if text.contains(&me) && text.contains("|t") {
+                                    echo_window.add_permits(1);
+                                    answered_seen.fetch_add(1, Relaxed);
+                                } else if text.contains(r#""type":"error""#) {
+                                    // Refused (e.g. rate limited): it will never echo.
+                                    refused.fetch_add(1, Relaxed);
+                                    echo_window.add_permits(1);
+                                    answered_seen.fetch_add(1, Relaxed);
+                                }
+                            }
+                            Ok(Some(Ok(_))) => continue,
+                            _ => break,
                         }
                     }
                 });
@@ -400,8 +413,15 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
                     }
                     sent.fetch_add(1, Relaxed);
                 }
+                let until = Instant::now() + Duration::from_secs(5);
+                while answered.load(Relaxed) < seq && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let _ = write.close().await;
-                echoes.abort();
+                // The reader ends when the server closes too; it reads everything until then.
+                if timeout(Duration::from_secs(3), echoes).await.is_err() {
+                    return 1;
+                }
                 0
             }));
         }
