@@ -99,7 +99,10 @@ impl std::error::Error for JwtError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyError {
     /// Shorter than [`MIN_KEY_LEN`] bytes.
-    TooShort { len: usize },
+    TooShort {
+        /// The key's actual length in bytes.
+        len: usize,
+    },
     /// A verifier needs at least one key.
     NoKeys,
     /// Two keys share a `kid`, so a token could not say which one it means.

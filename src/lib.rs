@@ -17,6 +17,8 @@
 //!
 //! Embedding takes a few lines; see [`Server`].
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod config;
 mod connection;

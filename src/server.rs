@@ -59,7 +59,12 @@ pub enum ServeError {
     /// The configuration is unusable.
     Config(ConfigError),
     /// The address could not be bound (in use, not local, no permission).
-    Bind { addr: SocketAddr, error: std::io::Error },
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for ServeError {
