@@ -431,6 +431,9 @@ async fn run_server<A: Authenticator>(config: Config, authenticator: A, dev_mode
     Ok(ExitCode::SUCCESS)
 }
 
+/// The only place wsgate ever prints a token, and on purpose (SPEC §6): dev mode's key is
+/// random and dies with the process, and this goes to stdout for the person who started it,
+/// never to the logs (stderr), which carry no token or query string anywhere.
 fn print_dev_banner(addr: SocketAddr, key: &Key) {
     let jwt = key.sign(&Claims::new("alice", unix_now() + 3600));
     println!("wsgate dev mode: no secret was given, so a random one was made; its tokens die with this process.");
