@@ -1,6 +1,7 @@
 //! The server's hot paths without sockets, side by side in one run:
 //! - credential extraction from a realistic browser request head;
-//! - the whole handshake decision: parse, credential, origin, token, room;
+//! - the whole handshake decision: parse, then `Gate::admit` (route, room, upgrade headers,
+//!   origin, credential, token, room authorization);
 //! - fan-out of one chat message to 1,000 room members, serialized once and shared (wsgate)
 //!   versus serialized per recipient (the typical implementation).
 //!
@@ -11,8 +12,10 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
-use wsgate::auth::{Authenticator, JwtAuthenticator, OriginPolicy};
+use wsgate::Config;
+use wsgate::auth::JwtAuthenticator;
 use wsgate::credentials::{Carriers, select_protocol};
+use wsgate::gate::Gate;
 use wsgate::head::RequestHead;
 use wsgate::jwt::{Claims, Key, Validation, Verifier, unix_now};
 use wsgate::room::Rooms;
@@ -47,6 +50,7 @@ fn handshake(c: &mut Criterion) {
     let carriers = Carriers::default();
     let protocols = vec!["chat".to_owned()];
     let auth = JwtAuthenticator::new(Verifier::new(vec![Key::new(SECRET).unwrap()], Validation::default()).unwrap());
+    let gate = Gate::new(&Config::default(), auth);
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
 
     let mut group = c.benchmark_group(format!("handshake_{}_byte_browser_head", raw.len()));
@@ -59,18 +63,11 @@ fn handshake(c: &mut Criterion) {
             (credential, select_protocol(&head, &protocols))
         })
     });
-    // The steps `handshake::decide` takes, in its order, on the same head.
+    // Everything the server decides from the bytes of a head: parse, then the gate.
     group.bench_function("whole_decision", |b| {
         b.iter(|| {
             let (head, _) = RequestHead::parse(black_box(&raw)).unwrap().unwrap();
-            let protocol = select_protocol(&head, &protocols).map(str::to_owned);
-            let credential = carriers.find(&head).unwrap().unwrap();
-            OriginPolicy::SameOrigin
-                .check(&head, Some(credential.carrier()))
-                .unwrap();
-            let identity = runtime.block_on(auth.authenticate(&credential, &head)).unwrap();
-            assert!(identity.may_join("lobby"));
-            (identity, protocol)
+            runtime.block_on(gate.admit(&head)).unwrap()
         })
     });
     group.finish();

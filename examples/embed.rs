@@ -11,11 +11,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = Key::new(secret.as_bytes())?;
     let token = key.sign(&Claims::new("alice", unix_now() + 3600));
 
-    let config = Config {
-        addr: "127.0.0.1:0".parse()?,
-        keys: vec![key],
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.addr = "127.0.0.1:0".parse()?;
+    config.keys = vec![key];
     let server = Server::bind(config).await?;
     println!(
         "try: websocat 'ws://{}/ws/chat/lobby?token={token}'",

@@ -8,7 +8,8 @@
 //! Origin check (a cookie is honoured only from the app's own origin, which stops
 //! cross-site WebSocket hijacking) and the room check against `Identity::rooms`.
 
-use wsgate::auth::{Authenticator, Identity, MemorySessionStore, OriginPolicy, SessionStore};
+use wsgate::OriginPolicy;
+use wsgate::auth::{Authenticator, Identity, MemorySessionStore, SessionStore};
 use wsgate::credentials::{Carrier, Credential};
 use wsgate::head::RequestHead;
 use wsgate::jwt::unix_now;
@@ -54,11 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let app_origin = "http://localhost:3000";
-    let config = Config {
-        addr: "127.0.0.1:0".parse()?,
-        origins: OriginPolicy::List(vec![app_origin.into()]),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.addr = "127.0.0.1:0".parse()?;
+    config.origins = OriginPolicy::List(vec![app_origin.into()]);
     let server = Server::bind_with(config, AppSessions { store }).await?;
     let addr = server.local_addr();
     println!("Session-cookie server on {addr}. As the browser on {app_origin} would connect:\n");

@@ -1,7 +1,7 @@
-//! Who is connecting, and may they enter: authentication, sessions, origin policy and room
-//! authorization (SPEC §2–§4).
+//! Who is connecting: the [`Authenticator`] trait, the [`Identity`] it produces, session
+//! stores, and the built-in [`JwtAuthenticator`] (PROTOCOL.md §2–§3).
 //!
-//! The server finds the credential (`credentials`), applies the [`OriginPolicy`], then asks an
+//! The gate (`crate::gate`) finds the credential, applies the origin policy, then asks an
 //! [`Authenticator`] for an [`Identity`], and finally checks the room with
 //! [`Identity::may_join`]. The origin check sits *outside* the authenticator on purpose: a
 //! custom authenticator cannot forget it, so a cookie is never honoured for a page on another
@@ -237,65 +237,5 @@ impl<S: SessionStore> Authenticator for JwtAuthenticator<S> {
         }
         let claims = self.verifier.verify(credential.secret())?;
         Ok(Identity::from_claims(claims, self.verifier.validation().leeway))
-    }
-}
-
-/// Which `Origin`s may connect (SPEC §4).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum OriginPolicy {
-    /// The `Origin`'s host and port must equal the `Host` header. The default.
-    #[default]
-    SameOrigin,
-    /// Exactly these `scheme://host[:port]` origins (compared case-insensitively).
-    List(Vec<String>),
-    /// Any origin. Cookie credentials then work from any site: use only when no cookie
-    /// carries a credential.
-    Any,
-}
-
-impl OriginPolicy {
-    /// Checks the request's `Origin` for a credential found in `carrier`.
-    ///
-    /// An `Origin` that is present must be allowed, whatever the credential: browsers always
-    /// send it on WebSocket requests, so a foreign one means a page on another site. A missing
-    /// `Origin` means a non-browser client, which is fine unless the credential is a cookie,
-    /// which only a browser would attach on its own.
-    pub fn check(&self, head: &RequestHead, carrier: Option<Carrier>) -> Result<(), Rejection> {
-        let mut origins = head.headers("origin");
-        match (origins.next(), origins.next()) {
-            (Some(_), Some(_)) => Err(Rejection::Forbidden("more than one Origin header".into())),
-            (Some(origin), None) if self.allows(origin, head.header("host")) => Ok(()),
-            (Some(_), None) => Err(Rejection::Forbidden("origin not allowed".into())),
-            (None, _) if carrier.is_some_and(Carrier::is_ambient) => Err(Rejection::Forbidden(
-                "cookie credentials require an allowed Origin".into(),
-            )),
-            (None, _) => Ok(()),
-        }
-    }
-
-    /// Whether `origin` is allowed for a request whose `Host` header is `host`.
-    pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
-        match self {
-            OriginPolicy::Any => true,
-            OriginPolicy::List(allowed) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
-            OriginPolicy::SameOrigin => {
-                let (Some((scheme, authority)), Some(host)) = (origin.split_once("://"), host) else {
-                    return false; // includes the opaque origin "null"
-                };
-                if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
-                    return false;
-                }
-                let default_port = match scheme.to_ascii_lowercase().as_str() {
-                    "http" | "ws" => ":80",
-                    "https" | "wss" => ":443",
-                    _ => return false,
-                };
-                let strip = |a: &str| -> String {
-                    let a = a.to_ascii_lowercase();
-                    a.strip_suffix(default_port).map(str::to_owned).unwrap_or(a)
-                };
-                strip(authority) == strip(host.trim())
-            }
-        }
     }
 }

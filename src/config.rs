@@ -1,17 +1,17 @@
-//! Everything a server can be told, with the SPEC's defaults, in one struct.
+//! Everything a server can be told, with PROTOCOL.md's defaults, in one struct.
 //!
 //! Every limit on what a client controls lives here, so an operator can find and tune them in
-//! one place (and `wsgate serve --help` lists the same set).
+//! one place (and `wsgate serve --help` lists the same set). `Config` is `#[non_exhaustive]`:
+//! start from [`Config::default`] and set the fields you need, so a new setting in a later
+//! version does not break your code.
 //!
 //! ```
 //! use wsgate::Config;
 //! use wsgate::jwt::Key;
 //!
-//! let config = Config {
-//!     addr: "127.0.0.1:0".parse().unwrap(),
-//!     keys: vec![Key::new(b"an example secret of at least 32 bytes!!").unwrap()],
-//!     ..Config::default()
-//! };
+//! let mut config = Config::default();
+//! config.addr = "127.0.0.1:0".parse().unwrap();
+//! config.keys = vec![Key::new(b"an example secret of at least 32 bytes!!").unwrap()];
 //! assert!(config.validate().is_ok());
 //! ```
 
@@ -19,9 +19,16 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::auth::OriginPolicy;
 use crate::credentials::Carriers;
 use crate::jwt::{Key, Validation};
+use crate::origin::OriginPolicy;
+
+/// The longest duration a setting may have. Timers are computed as "now + duration", which
+/// overflows (and panics) for absurd values; a year is far beyond any sensible setting.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The largest `max_message_size`: buffers are sized from it, so it must stay usable.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = 64 * 1024 * 1024;
 
 /// How authentication failures are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,8 +42,9 @@ pub enum RejectMode {
     Close,
 }
 
-/// Server configuration. `Config::default()` holds every SPEC default but no key.
+/// Server configuration. `Config::default()` holds every default but no key.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Where to listen. Default `127.0.0.1:8080`; port 0 picks a free port.
     pub addr: SocketAddr,
@@ -124,6 +132,21 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Applies `change` and returns the config: one expression for a few settings.
+    ///
+    /// ```
+    /// use wsgate::Config;
+    /// let config = Config::default().with(|c| {
+    ///     c.max_connections = 100;
+    ///     c.demo = true;
+    /// });
+    /// assert_eq!(config.max_connections, 100);
+    /// ```
+    pub fn with(mut self, change: impl FnOnce(&mut Config)) -> Config {
+        change(&mut self);
+        self
+    }
+
     /// Checks the limits are usable. Keys are checked when they are made ([`Key::new`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |why: &str| Err(ConfigError(why.to_owned()));
@@ -133,13 +156,19 @@ impl Config {
         if self.handshake_timeout.is_zero() || self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
             return fail("timeouts and intervals must be greater than zero");
         }
+        if [self.handshake_timeout, self.ping_interval, self.idle_timeout]
+            .iter()
+            .any(|d| *d > MAX_DURATION)
+        {
+            return fail("timeouts and intervals must be at most 365 days");
+        }
         if self.idle_timeout <= self.ping_interval {
             return fail(
                 "idle timeout must be longer than the ping interval, or idle clients are closed before they are pinged",
             );
         }
-        if self.max_message_size < 16 {
-            return fail("max message size must be at least 16 bytes");
+        if !(16..=MAX_MESSAGE_SIZE_LIMIT).contains(&self.max_message_size) {
+            return fail("max message size must be 16 bytes to 64 MiB");
         }
         if self.rate_limit == 0 || self.rate_burst == 0 {
             return fail("rate limit and burst must be at least 1");

@@ -1,31 +1,30 @@
-//! One client's life after the upgrade (SPEC §5): a single task with one `select!` loop that
-//! reads the client's frames, writes the room's messages, pings, and watches the clock.
+//! One client's life after the upgrade (PROTOCOL.md §5): a single task with one `select!`
+//! loop that reads the client's frames, writes the room's messages, pings, and watches the
+//! clock.
 //!
 //! One task rather than a reader and a writer keeps a connection's memory small and its
 //! shutdown simple. Writes are batched: everything waiting in the room channel is fed, then
 //! flushed once. A client that cannot take our writes only ever blocks its own task, and
 //! the room channel tells it afterwards how much it missed.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::watch;
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::auth::{Authenticator, Identity};
+use crate::auth::Identity;
+use crate::close::Close;
+use crate::config::Config;
 use crate::jwt::unix_now;
+use crate::messages::{self, Incoming, Welcome};
 use crate::metrics::Metrics;
-use crate::room::{Membership, text};
-use crate::server::Shared;
+use crate::room::Membership;
+use crate::shutdown::Shutdown;
 
 /// Most messages written per flush, so a busy room cannot starve the rest of the loop.
 const MAX_BATCH: usize = 64;
@@ -33,241 +32,180 @@ const MAX_BATCH: usize = 64;
 /// How long a closing handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Ws = WebSocketStream<TcpStream>;
-
-#[derive(Deserialize)]
-struct Incoming<'a> {
-    #[serde(borrow)]
-    message: Cow<'a, str>,
+/// An upgraded, admitted connection and what it needs to run.
+pub(crate) struct Connection<'a, S> {
+    /// The socket.
+    pub ws: WebSocketStream<S>,
+    /// Who is connected; `username` goes into every message they send.
+    pub identity: Identity,
+    /// The room; dropping it (when `run` returns) leaves the room.
+    pub membership: Membership,
+    /// Limits and timers.
+    pub config: &'a Config,
+    /// Counters.
+    pub metrics: &'a Metrics,
 }
 
-#[derive(Serialize)]
-struct Chat<'a> {
-    r#type: &'static str,
-    room: &'a str,
-    username: &'a str,
-    message: &'a str,
-}
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
+    /// Runs until the client leaves, breaks a rule, expires, or the server shuts down.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        let config = self.config;
+        let welcome = messages::text(&Welcome::new(self.membership.room(), &self.identity.username));
+        if self.ws.send(welcome).await.is_err() {
+            return;
+        }
 
-#[derive(Serialize)]
-struct Welcome<'a> {
-    r#type: &'static str,
-    room: &'a str,
-    username: &'a str,
-    message: String,
-}
+        let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+        let mut last_heard = Instant::now();
+        let mut bucket = TokenBucket::new(config.rate_limit, config.rate_burst);
 
-#[derive(Serialize)]
-struct Lagged {
-    r#type: &'static str,
-    missed: u64,
-}
+        // Built once and pinned, not per loop turn: each would otherwise register (and drop)
+        // a timer or a waiter on the shared shutdown channel every time a message wakes us.
+        let expiry = self.identity.expires_at.map(deadline);
+        let expired = sleep_until(expiry.unwrap_or_else(far_future));
+        let shutting_down = shutdown.wait();
+        tokio::pin!(expired, shutting_down);
 
-#[derive(Serialize)]
-struct ErrorReply<'a> {
-    r#type: &'static str,
-    error: &'a str,
-}
-
-fn error_reply(error: &str) -> Message {
-    text(&ErrorReply { r#type: "error", error })
-}
-
-/// Runs a chat connection until the client leaves, breaks a rule, expires, or the server shuts
-/// down. Leaving the room happens when `membership` is dropped at the end.
-pub(crate) async fn run<A: Authenticator>(
-    mut ws: Ws,
-    identity: Identity,
-    mut membership: Membership,
-    shared: &Shared<A>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let config = &shared.config;
-    let metrics = &shared.metrics;
-    let username = identity.username.as_str();
-    let welcome = Welcome {
-        r#type: "welcome",
-        room: membership.room(),
-        username,
-        message: format!("Welcome, {username}!"),
-    };
-    if ws.send(text(&welcome)).await.is_err() {
-        return;
-    }
-
-    let expiry = identity.expires_at.map(|at| {
-        let left = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
-        Instant::now() + Duration::from_secs(left)
-    });
-    let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
-    let mut last_heard = Instant::now();
-    let mut bucket = TokenBucket::new(config.rate_limit, config.rate_burst);
-
-    // Built once, not per loop turn: each would otherwise register (and drop) a timer or a
-    // waiter on the shared shutdown channel every time a message wakes this connection.
-    let expired = sleep_until(expiry.unwrap_or_else(far_future));
-    let shutting_down = shutdown.changed();
-    tokio::pin!(expired, shutting_down);
-
-    let close = loop {
-        tokio::select! {
-            _ = &mut shutting_down => break Some(close_frame(1001, "server shutting down")),
-            _ = &mut expired, if expiry.is_some() => {
-                break Some(close_frame(4401, "token expired"));
-            }
-            _ = ping.tick() => {
-                let quiet = last_heard.elapsed();
-                if quiet >= config.idle_timeout {
-                    break Some(close_frame(1001, "idle timeout"));
-                }
-                if quiet >= config.ping_interval && !write(&mut ws, Message::Ping(Default::default()), config.idle_timeout).await {
-                    break None;
-                }
-            }
-            frame = ws.next() => {
-                last_heard = Instant::now();
-                let reply = match frame {
-                    None => break None,
-                    Some(Err(e)) => break close_for_error(&e),
-                    Some(Ok(Message::Text(t))) => {
-                        if bucket.take(Instant::now()) {
-                            handle_text(&t, username, &membership, metrics)
-                        } else {
-                            Some(error_reply("rate limited"))
-                        }
+        let close = loop {
+            tokio::select! {
+                _ = &mut shutting_down => break Some(Close::Shutdown.frame()),
+                // `Identity::expires_at` already includes the leeway.
+                _ = &mut expired, if expiry.is_some() => break Some(Close::Expired.frame()),
+                _ = ping.tick() => {
+                    let quiet = last_heard.elapsed();
+                    if quiet >= config.idle_timeout {
+                        break Some(Close::Idle.frame());
                     }
-                    Some(Ok(Message::Binary(_))) => break Some(close_frame(1003, "binary messages are not supported")),
-                    Some(Ok(Message::Close(_))) => {
-                        // tungstenite has queued its reply; send it and stop.
-                        let _ = timeout(CLOSE_TIMEOUT, ws.flush()).await;
+                    // Only quiet connections are pinged: any frame from the client already
+                    // proves it is there, and a busy room should not pay for pings.
+                    if quiet >= config.ping_interval
+                        && !self.write(Message::Ping(Default::default())).await
+                    {
                         break None;
                     }
-                    Some(Ok(_)) => None, // ping (answered by tungstenite), pong, raw frame
+                }
+                frame = self.ws.next() => {
+                    last_heard = Instant::now();
+                    let reply = match frame {
+                        None => break None,
+                        Some(Err(e)) => break close_for_error(&e),
+                        Some(Ok(Message::Text(t))) if bucket.take(Instant::now()) => self.handle_text(&t),
+                        Some(Ok(Message::Text(_))) => Some(messages::error("rate limited")),
+                        Some(Ok(Message::Binary(_))) => break Some(Close::Binary.frame()),
+                        Some(Ok(Message::Close(_))) => {
+                            // tungstenite has queued its reply; send it and stop.
+                            let _ = timeout(CLOSE_TIMEOUT, self.ws.flush()).await;
+                            break None;
+                        }
+                        Some(Ok(_)) => None, // ping (answered by tungstenite), pong, raw frame
+                    };
+                    if let Some(reply) = reply
+                        && !self.write(reply).await
+                    {
+                        break None;
+                    }
+                }
+                received = self.membership.receiver.recv() => {
+                    // Nested select: a write to a client that has stopped reading can wait a
+                    // long time, and shutdown must not wait with it.
+                    let delivery = timeout(config.idle_timeout, self.deliver(received));
+                    tokio::select! {
+                        result = delivery => match result {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break None,
+                            // The client has taken nothing for a whole idle timeout.
+                            Err(_) => break Some(Close::NotReading.frame()),
+                        },
+                        _ = &mut shutting_down => break Some(Close::Shutdown.frame()),
+                    }
+                }
+            }
+        };
+        if let Some(frame) = close {
+            close_with(&mut self.ws, frame).await;
+        }
+    }
+
+    /// A chat message from the client: validated, then serialized once for the whole room.
+    /// Returns the reply for the sender alone, if any.
+    fn handle_text(&self, text: &str) -> Option<Message> {
+        const NOT_A_MESSAGE: &str = "expected a JSON object with a string \"message\"";
+        // serde would also read a struct from a JSON array (`["hi"]`); only an object is a
+        // message.
+        if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+            let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+            return Some(messages::error(if is_json { NOT_A_MESSAGE } else { "invalid JSON" }));
+        }
+        match serde_json::from_str::<Incoming>(text) {
+            Ok(incoming) => {
+                self.metrics.received();
+                let room = self.membership.room();
+                let chat = messages::chat(room, &self.identity.username, &incoming.message);
+                self.membership.broadcast(chat);
+                None
+            }
+            Err(e) if e.is_syntax() || e.is_eof() => Some(messages::error("invalid JSON")),
+            Err(_) => Some(messages::error(NOT_A_MESSAGE)),
+        }
+    }
+
+    /// Writes `first` and whatever else is already waiting (up to [`MAX_BATCH`]), then
+    /// flushes once. A lag becomes a `lagged` notice in its place in the stream.
+    async fn deliver(&mut self, first: Result<Message, RecvError>) -> Result<(), WsError> {
+        let mut next = Some(first);
+        let mut delivered = 0;
+        let mut batch = 0;
+        while let Some(item) = next.take() {
+            match item {
+                Ok(message) => {
+                    self.ws.feed(message).await?;
+                    delivered += 1;
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    self.metrics.lagged(missed);
+                    self.ws.feed(messages::lagged(Some(missed))).await?;
+                }
+                // Cannot happen while we hold a sender; nothing to deliver either way.
+                Err(RecvError::Closed) => break,
+            }
+            batch += 1;
+            if batch < MAX_BATCH {
+                next = match self.membership.receiver.try_recv() {
+                    Ok(message) => Some(Ok(message)),
+                    Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => None,
                 };
-                if let Some(reply) = reply
-                    && !write(&mut ws, reply, config.idle_timeout).await
-                {
-                    break None;
-                }
-            }
-            received = membership.receiver.recv() => {
-                let delivery = deliver(&mut ws, received, &mut membership, metrics);
-                tokio::select! {
-                    result = timeout(config.idle_timeout, delivery) => match result {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        // The client has taken nothing for a whole idle timeout.
-                        Err(_) => break Some(close_frame(1008, "not reading")),
-                    },
-                    _ = &mut shutting_down => break Some(close_frame(1001, "server shutting down")),
-                }
             }
         }
-    };
-    if let Some(frame) = close {
-        close_with(&mut ws, frame).await;
+        self.ws.flush().await?;
+        self.metrics.delivered(delivered);
+        Ok(())
+    }
+
+    /// Sends one message; `false` if the connection is unusable or stalled past the idle
+    /// timeout.
+    async fn write(&mut self, message: Message) -> bool {
+        matches!(
+            timeout(self.config.idle_timeout, self.ws.send(message)).await,
+            Ok(Ok(()))
+        )
     }
 }
 
-/// A chat message from the client: validated, then serialized once for the whole room.
-/// Returns the reply for the sender alone, if any.
-fn handle_text(text_in: &str, username: &str, membership: &Membership, metrics: &Metrics) -> Option<Message> {
-    // serde would also read a struct from a JSON array (`["hi"]`); only an object is a message.
-    if !text_in.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
-        return Some(error_reply(
-            if serde_json::from_str::<serde::de::IgnoredAny>(text_in).is_ok() {
-                "expected a JSON object with a string \"message\""
-            } else {
-                "invalid JSON"
-            },
-        ));
-    }
-    match serde_json::from_str::<Incoming>(text_in) {
-        Ok(incoming) => {
-            metrics.received();
-            // `username` comes from the credential; any `username` the client sent is ignored.
-            let chat = Chat {
-                r#type: "message",
-                room: membership.room(),
-                username,
-                message: &incoming.message,
-            };
-            membership.broadcast(text(&chat));
-            None
-        }
-        Err(e) if e.is_syntax() || e.is_eof() => Some(error_reply("invalid JSON")),
-        Err(_) => Some(error_reply("expected a JSON object with a string \"message\"")),
-    }
-}
-
-/// Writes `first` and whatever else is already waiting (up to [`MAX_BATCH`]), then flushes
-/// once. A lag becomes a `lagged` notice in its place in the stream.
-async fn deliver(
-    ws: &mut Ws,
-    first: Result<Message, RecvError>,
-    membership: &mut Membership,
-    metrics: &Metrics,
-) -> Result<(), WsError> {
-    let mut next = Some(first);
-    let mut delivered = 0;
-    let mut batch = 0;
-    while let Some(item) = next.take() {
-        match item {
-            Ok(message) => {
-                ws.feed(message).await?;
-                delivered += 1;
-            }
-            Err(RecvError::Lagged(missed)) => {
-                metrics.lagged(missed);
-                ws.feed(text(&Lagged {
-                    r#type: "lagged",
-                    missed,
-                }))
-                .await?;
-            }
-            // Cannot happen while we hold a sender; nothing to deliver either way.
-            Err(RecvError::Closed) => break,
-        }
-        batch += 1;
-        if batch < MAX_BATCH {
-            next = match membership.receiver.try_recv() {
-                Ok(message) => Some(Ok(message)),
-                Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => None,
-            };
-        }
-    }
-    ws.flush().await?;
-    metrics.delivered(delivered);
-    Ok(())
-}
-
-/// Sends one message; `false` if the connection is unusable or stalled past `limit`.
-async fn write(ws: &mut Ws, message: Message, limit: Duration) -> bool {
-    matches!(timeout(limit, ws.send(message)).await, Ok(Ok(())))
-}
-
-/// The close code for a read error, when the client is still there to be told.
+/// The close frame for a read error, when the client is still there to be told.
 fn close_for_error(error: &WsError) -> Option<CloseFrame> {
     match error {
-        WsError::Capacity(_) => Some(close_frame(1009, "message too big")),
-        WsError::Utf8(_) => Some(close_frame(1007, "invalid UTF-8")),
-        WsError::Protocol(_) => Some(close_frame(1002, "protocol error")),
+        WsError::Capacity(_) => Some(Close::TooBig.frame()),
+        WsError::Utf8(_) => Some(Close::InvalidUtf8.frame()),
+        WsError::Protocol(_) => Some(Close::ProtocolError.frame()),
         _ => None,
-    }
-}
-
-fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
     }
 }
 
 /// Sends `frame`, waits briefly for the client's reply, then lets the socket go. If the stream
 /// broke (the rest of an oversized frame is still arriving), the raw bytes are drained so that
 /// closing does not reset the connection and destroy the close frame before the client reads it.
-pub(crate) async fn close_with(ws: &mut Ws, frame: CloseFrame) {
+pub(crate) async fn close_with<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, frame: CloseFrame) {
     let _ = timeout(CLOSE_TIMEOUT, async {
         ws.close(Some(frame)).await?;
         loop {
@@ -284,8 +222,17 @@ pub(crate) async fn close_with(ws: &mut Ws, frame: CloseFrame) {
     .await;
 }
 
+/// The instant Unix time `at` falls on, by the monotonic clock. Clamped to a year ahead, so
+/// a far-future `exp` cannot overflow `Instant` (which would panic).
+fn deadline(at: i64) -> Instant {
+    let left = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
+    Instant::now() + Duration::from_secs(left).min(YEAR)
+}
+
+const YEAR: Duration = Duration::from_secs(86_400 * 365);
+
 fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
+    Instant::now() + YEAR
 }
 
 /// A token bucket: `rate` messages per second on average, `burst` at once.

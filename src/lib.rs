@@ -1,39 +1,56 @@
 //! wsgate: a WebSocket chat server that authenticates every connection during the opening
 //! handshake, as a library you can embed and a `wsgate` binary.
 //!
-//! The contract (endpoints, credential carriers, token rules, status and close codes) is
-//! SPEC.md; this crate is organised one module per concern:
+//! The wire contract (endpoints, credential carriers, token rules, status and close codes,
+//! messages) is `PROTOCOL.md`. The crate reads as layers, lowest first; a module only uses
+//! the ones above it in this list:
 //!
 //! - [`head`]: the HTTP request head, parsed under fixed limits;
-//! - [`credentials`]: finding the credential in that head (five carriers, in order);
 //! - [`jwt`]: strict HS256 verification and signing;
-//! - [`auth`]: the [`auth::Authenticator`] trait, sessions, origin policy, room access;
-//! - [`rejection`]: every refusal and its HTTP status / close code, in one place;
-//! - [`handshake`]: reading the head, deciding, answering HTTP or upgrading;
-//! - [`room`]: the room registry and fan-out;
-//! - `connection`: one client's read/write loop;
-//! - [`config`], [`metrics`], [`server`]: settings, counters, the accept loop and shutdown;
-//! - `relay` (feature `redis`): rooms across nodes and sessions through Redis.
+//! - [`credentials`]: finding the credential in a head (five carriers, in order);
+//! - [`close`]: every close code the server sends, and why;
+//! - [`rejection`]: every refusal and its HTTP status, close code and metrics label;
+//! - [`origin`]: which pages may connect (cross-site WebSocket hijacking);
+//! - [`auth`]: the [`auth::Authenticator`] trait, identities and session stores;
+//! - [`http`]: reading a head from a socket, writing a plain response;
+//! - [`handshake`]: upgrade checks, the `101`, tungstenite settings;
+//! - [`config`]: every setting, with defaults;
+//! - [`gate`]: **the decision**, from request head to admission, in one ordered function;
+//! - [`messages`] (private), [`room`], [`metrics`]: the JSON frames, rooms and fan-out,
+//!   counters;
+//! - `connection`, `routes`, `shutdown` (private): one client's loop, the plain-HTTP
+//!   endpoints, stopping;
+//! - [`server`]: the accept loop that ties them together;
+//! - [`relay`] (feature `redis`): rooms across nodes and sessions through Redis.
 //!
-//! Embedding takes a few lines; see [`Server`].
+//! Embedding takes a few lines; see [`Server`]. To learn how the handshake is secured, start
+//! at [`gate`].
 
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod close;
 pub mod config;
 mod connection;
 pub mod credentials;
+pub mod gate;
 pub mod handshake;
 pub mod head;
+pub mod http;
 pub mod jwt;
+mod messages;
 pub mod metrics;
+pub mod origin;
 pub mod rejection;
 #[cfg(feature = "redis")]
 pub mod relay;
 pub mod room;
+mod routes;
 pub mod server;
+mod shutdown;
 
 pub use config::{Config, RejectMode};
+pub use origin::OriginPolicy;
 pub use server::{ServeError, Server};
 
 /// The README's Rust examples, compiled by `cargo test` so they cannot drift from the API.

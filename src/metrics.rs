@@ -1,22 +1,22 @@
-//! Counters for `/metrics` (SPEC §7), updated on the hot path with relaxed atomics: no lock
-//! is ever taken to count, and a scrape reads each value once.
+//! Counters for `/metrics` (PROTOCOL.md §7), updated on the hot path with relaxed atomics:
+//! no lock is ever taken to count, and a scrape reads each value once.
 //!
 //! Labels are fixed, low-cardinality words (a result, a reason): never a user, room or token.
+//! Labelled counters are arrays indexed by the label's enum ([`Outcome`], [`Reason`]), so
+//! every value of the enum has its counter by construction.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use crate::rejection::Rejection;
-
-/// Handshake outcomes, as the `result` label of `wsgate_handshakes_total`.
-const RESULTS: [&str; 5] = ["accepted", "unauthenticated", "forbidden", "bad_request", "overloaded"];
+use crate::rejection::{Outcome, Reason, Rejection};
 
 /// The server's counters. Shared by reference; every method takes `&self`.
 #[derive(Debug)]
 pub struct Metrics {
     connections_active: AtomicI64,
-    handshakes: [AtomicU64; RESULTS.len()],
-    rejections: [AtomicU64; Rejection::LABELS.len()],
+    handshakes: [AtomicU64; Outcome::ALL.len()],
+    rejections: [AtomicU64; Reason::ALL.len()],
     messages_received: AtomicU64,
     messages_delivered: AtomicU64,
     messages_lagged: AtomicU64,
@@ -44,28 +44,19 @@ impl Default for Metrics {
 
 impl Metrics {
     pub(crate) fn accepted(&self) {
-        self.handshakes[0].fetch_add(1, Relaxed);
+        self.handshakes[Outcome::Accepted as usize].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn rejected(&self, rejection: &Rejection) {
-        let result = match rejection.status() {
-            401 => 1,
-            403 => 2,
-            503 => 4,
-            _ => 3,
-        };
-        self.handshakes[result].fetch_add(1, Relaxed);
-        if let Some(i) = Rejection::LABELS.iter().position(|r| *r == rejection.label()) {
-            self.rejections[i].fetch_add(1, Relaxed);
-        }
+        self.handshakes[rejection.outcome() as usize].fetch_add(1, Relaxed);
+        self.rejections[rejection.label() as usize].fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn connection_opened(&self) {
+    /// Counts an open connection until the returned guard is dropped. A guard rather than a
+    /// pair of calls: the gauge is right even if the connection's task panics or is cancelled.
+    pub(crate) fn connection_opened(self: &Arc<Metrics>) -> OpenConnection {
         self.connections_active.fetch_add(1, Relaxed);
-    }
-
-    pub(crate) fn connection_closed(&self) {
-        self.connections_active.fetch_sub(1, Relaxed);
+        OpenConnection(self.clone())
     }
 
     pub(crate) fn received(&self) {
@@ -108,10 +99,15 @@ impl Metrics {
     /// Handshakes so far with `result` (`accepted`, `unauthenticated`, `forbidden`,
     /// `bad_request`, `overloaded`).
     pub fn handshakes(&self, result: &str) -> u64 {
-        RESULTS
+        Outcome::ALL
             .iter()
-            .position(|r| *r == result)
+            .position(|r| r.as_str() == result)
             .map_or(0, |i| self.handshakes[i].load(Relaxed))
+    }
+
+    /// Handshakes refused so far for `reason`.
+    pub fn rejections(&self, reason: Reason) -> u64 {
+        self.rejections[reason as usize].load(Relaxed)
     }
 
     /// Messages delivered to members so far (one per recipient).
@@ -130,10 +126,11 @@ impl Metrics {
         );
         let _ = writeln!(out, "wsgate_connections_active {}", self.connections_active());
         describe(&mut out, "wsgate_handshakes_total", "counter", "Handshakes by result.");
-        for (result, count) in RESULTS.iter().zip(&self.handshakes) {
+        for (result, count) in Outcome::ALL.iter().zip(&self.handshakes) {
             let _ = writeln!(
                 out,
-                "wsgate_handshakes_total{{result=\"{result}\"}} {}",
+                "wsgate_handshakes_total{{result=\"{}\"}} {}",
+                result.as_str(),
                 count.load(Relaxed)
             );
         }
@@ -143,10 +140,11 @@ impl Metrics {
             "counter",
             "Refused handshakes by reason.",
         );
-        for (reason, count) in Rejection::LABELS.iter().zip(&self.rejections) {
+        for (reason, count) in Reason::ALL.iter().zip(&self.rejections) {
             let _ = writeln!(
                 out,
-                "wsgate_handshake_rejections_total{{reason=\"{reason}\"}} {}",
+                "wsgate_handshake_rejections_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
                 count.load(Relaxed)
             );
         }
@@ -204,4 +202,14 @@ fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
 fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
     describe(out, name, "counter", help);
     let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+}
+
+/// An open connection, counted in `wsgate_connections_active` while it lives.
+#[derive(Debug)]
+pub(crate) struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_active.fetch_sub(1, Relaxed);
+    }
 }

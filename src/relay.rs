@@ -231,7 +231,7 @@ async fn subscribe_loop(
             up = false;
             warn!("lost redis; local rooms keep working, other nodes' messages may be missed");
             let Some(rooms) = rooms.upgrade() else { return };
-            let notice = Message::text(r#"{"type":"lagged","missed":null}"#);
+            let notice = crate::messages::lagged(None);
             for room in rooms.names() {
                 rooms.deliver_local(&room, notice.clone());
             }

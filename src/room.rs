@@ -26,9 +26,28 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::messages;
+use crate::rejection::Rejection;
+
+/// The most characters a room name may have.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The one rule for a room name (PROTOCOL.md §1): 1–64 characters of `[A-Za-z0-9_.-]`. Names
+/// are written into paths, Redis channel names and logs, so they stay a plain token.
+pub fn check_name(room: &str) -> Result<(), Rejection> {
+    let valid = (1..=MAX_NAME_LEN).contains(&room.len())
+        && room.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(Rejection::BadRequest(
+            "room must be 1-64 characters of [A-Za-z0-9_.-]".into(),
+        ))
+    }
+}
 
 /// The registry of rooms. Cloning gives another handle to the same rooms.
 #[derive(Clone)]
@@ -123,7 +142,7 @@ impl Rooms {
             }
         });
         entry.members += 1;
-        let join = event("join", room, username);
+        let join = messages::presence(true, room, username);
         if let Some(bridge) = &self.inner.bridge {
             bridge.publish(room, &join);
         }
@@ -193,7 +212,7 @@ impl Drop for Membership {
         let mut rooms = self.rooms.lock();
         let Some(room) = rooms.get_mut(&self.room) else { return };
         room.members -= 1;
-        let leave = event("leave", &self.room, &self.username);
+        let leave = messages::presence(false, &self.room, &self.username);
         if let Some(bridge) = &self.rooms.inner.bridge {
             // Members on other nodes hear of the leave even when this node's room closes.
             bridge.publish(&self.room, &leave);
@@ -207,25 +226,4 @@ impl Drop for Membership {
             bridge.closed(&self.room);
         }
     }
-}
-
-#[derive(Serialize)]
-struct Event<'a> {
-    r#type: &'a str,
-    room: &'a str,
-    username: &'a str,
-}
-
-fn event(kind: &str, room: &str, username: &str) -> Message {
-    text(&Event {
-        r#type: kind,
-        room,
-        username,
-    })
-}
-
-/// Serializes `value` once into a text message whose payload can be shared by every member.
-pub(crate) fn text<T: Serialize>(value: &T) -> Message {
-    // Our message structs hold only strings and numbers; serializing them cannot fail.
-    Message::text(serde_json::to_string(value).unwrap_or_default())
 }

@@ -1,20 +1,22 @@
-//! The listener, the accept loop, the connection limit and shutdown.
+//! The listener, the accept loop, the connection limit and shutdown: the only file that
+//! touches sockets before a connection is admitted.
 //!
-//! Plain tokio primitives, all visible here: a `Semaphore` bounds open sockets (the permit
-//! moves into the connection's task and is released when the task ends); a `watch` channel
-//! announces shutdown; an `mpsc` channel whose senders live in the tasks tells, by closing,
-//! that every task has finished.
+//! Plain tokio primitives, all visible here: a `Semaphore` bounds upgraded connections (the
+//! permit moves into the connection's task and is released when the task ends); the
+//! `shutdown` module announces shutdown and tells when every task has finished.
+//!
+//! Each accepted socket gets a task running [`Socket::serve`]: read the head (bounded in size
+//! and time), answer the plain-HTTP routes, ask the [`Gate`], then either refuse or upgrade
+//! and hand over to the connection loop.
 //!
 //! ```no_run
 //! use wsgate::{Config, Server};
 //! use wsgate::jwt::Key;
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = Config {
-//!     addr: "127.0.0.1:0".parse()?,
-//!     keys: vec![Key::new(b"an example secret of at least 32 bytes!!")?],
-//!     ..Config::default()
-//! };
+//! let mut config = Config::default();
+//! config.addr = "127.0.0.1:0".parse()?;
+//! config.keys = vec![Key::new(b"an example secret of at least 32 bytes!!")?];
 //! let server = Server::bind(config).await?;
 //! println!("listening on {}", server.local_addr());
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
@@ -28,29 +30,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Authenticator, JwtAuthenticator};
-use crate::config::{Config, ConfigError};
-use crate::connection;
-use crate::handshake::{self, Decision, ReadError, Response};
+use crate::config::{Config, ConfigError, RejectMode};
+use crate::connection::{self, Connection};
+use crate::gate::{CHAT_PATH, Gate};
+use crate::handshake::Upgrade;
+use crate::head::RequestHead;
+use crate::http::{self, ReadError, Request, Response, Unread};
 use crate::jwt::Verifier;
 use crate::metrics::Metrics;
 use crate::rejection::Rejection;
 use crate::room::Rooms;
+use crate::shutdown::{Coordinator, Running, Shutdown};
 
-/// How long shutdown waits for connections to close before giving up on them (SPEC §5 asks
-/// for an exit within 5 s).
+/// How long shutdown waits for connections to close before giving up on them (PROTOCOL.md
+/// §5 promises an exit within 5 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
-/// What every connection task shares: one handle, no globals.
-pub(crate) struct Shared<A> {
-    pub config: Config,
-    pub authenticator: A,
-    pub rooms: Rooms,
-    pub metrics: Arc<Metrics>,
+/// What every socket's task shares: one handle, no globals.
+struct Shared<A> {
+    config: Config,
+    gate: Gate<A>,
+    rooms: Rooms,
+    metrics: Arc<Metrics>,
+    /// Upgraded connections; a socket without a permit may still get `/healthz`.
+    connections: Arc<Semaphore>,
 }
 
 /// The server could not start.
@@ -85,11 +93,11 @@ impl From<ConfigError> for ServeError {
 }
 
 /// A bound wsgate server. Build it with [`Server::bind`] (the built-in JWT authenticator over
-/// `config.keys`) or [`Server::bind_with`] (your own [`Authenticator`]), then [`Server::run`].
+/// `config.keys`), [`Server::bind_with`] (your own [`Authenticator`]) or
+/// [`Server::from_listener`] (a socket you already hold), then [`Server::run`].
 pub struct Server<A = JwtAuthenticator> {
     listener: TcpListener,
     shared: Arc<Shared<A>>,
-    limit: Arc<Semaphore>,
 }
 
 impl Server<JwtAuthenticator> {
@@ -102,39 +110,31 @@ impl Server<JwtAuthenticator> {
 }
 
 impl<A: Authenticator> Server<A> {
-    /// Binds `config.addr`, authenticating with `authenticator`. `config.keys` is not used.
+    /// Binds `config.addr`, authenticating with `authenticator`. `config.keys` is only used
+    /// for dev tokens.
     pub async fn bind_with(config: Config, authenticator: A) -> Result<Server<A>, ServeError> {
         config.validate()?;
         let addr = config.addr;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|error| ServeError::Bind { addr, error })?;
-        let limit = Arc::new(Semaphore::new(config.max_connections));
+        Server::from_listener(listener, config, authenticator)
+    }
+
+    /// Serves on a listener you already hold (from systemd socket activation, a test, or a
+    /// port you picked); `config.addr` is not used.
+    pub fn from_listener(listener: TcpListener, config: Config, authenticator: A) -> Result<Server<A>, ServeError> {
+        config.validate()?;
         let metrics = Arc::new(Metrics::default());
-        #[cfg(feature = "redis")]
-        let rooms = match &config.redis_url {
-            Some(url) => {
-                let relay = crate::relay::Relay::new(url, metrics.clone())
-                    .map_err(|e| ConfigError(format!("redis URL {url:?}: {e}")))?;
-                let rooms = Rooms::with_bridge(config.room_buffer, Some(relay.clone()));
-                relay.start(rooms.downgrade());
-                rooms
-            }
-            None => Rooms::new(config.room_buffer),
-        };
-        #[cfg(not(feature = "redis"))]
-        let rooms = Rooms::new(config.room_buffer);
+        let rooms = rooms(&config, &metrics)?;
         let shared = Arc::new(Shared {
+            gate: Gate::new(&config, authenticator),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
             config,
-            authenticator,
             rooms,
             metrics,
         });
-        Ok(Server {
-            listener,
-            shared,
-            limit,
-        })
+        Ok(Server { listener, shared })
     }
 
     /// The address actually bound (useful with port 0).
@@ -150,8 +150,7 @@ impl<A: Authenticator> Server<A> {
     /// Serves until `shutdown` completes, then stops accepting, closes every connection with
     /// `1001` and returns once they are gone (or after a few seconds' grace).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let (stop, stopped) = watch::channel(false);
-        let (done, mut all_done) = mpsc::channel::<()>(1);
+        let coordinator = Coordinator::new();
         tokio::pin!(shutdown);
         info!(addr = %self.local_addr(), "listening");
         loop {
@@ -159,18 +158,13 @@ impl<A: Authenticator> Server<A> {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        // No permit: still answered (503), but without holding a slot.
-                        let permit = self.limit.clone().try_acquire_owned().ok();
-                        let shared = self.shared.clone();
-                        let stopped = stopped.clone();
-                        let done = done.clone();
-                        tokio::spawn(async move {
-                            serve_socket(stream, peer, permit, &shared, stopped).await;
-                            drop(done);
-                        });
+                        let (shutdown, running) = coordinator.task();
+                        let socket = Socket { stream, peer, shared: self.shared.clone(), shutdown, _running: running };
+                        tokio::spawn(socket.serve());
                     }
                     Err(e) => {
-                        // Usually out of file descriptors: back off instead of spinning.
+                        // Usually out of file descriptors. The socket stays in the backlog, so
+                        // retrying at once would spin: back off instead.
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -179,90 +173,144 @@ impl<A: Authenticator> Server<A> {
         }
         drop(self.listener);
         info!("shutting down");
-        let _ = stop.send(true);
-        drop(done);
-        if timeout(SHUTDOWN_GRACE, all_done.recv()).await.is_err() {
+        if timeout(SHUTDOWN_GRACE, coordinator.shut_down()).await.is_err() {
             warn!("connections still open after the shutdown grace period");
         }
     }
 }
 
-/// One accepted socket, from the first byte to the last.
-async fn serve_socket<A: Authenticator>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
-    shared: &Shared<A>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let config = &shared.config;
-    let read = tokio::select! {
-        read = timeout(config.handshake_timeout, handshake::read_head(&mut stream)) => read,
-        _ = stopped.changed() => return,
-    };
-    let (head, leftover) = match read {
-        Ok(Ok(read)) => read,
-        Ok(Err(ReadError::Head(e))) => return refuse(&mut stream, peer, "-", Rejection::from(e), false, shared).await,
-        Ok(Err(ReadError::Gone)) => return,
-        Err(_) => {
-            debug!(%peer, "handshake timeout, dropped");
-            return;
-        }
-    };
-    // The path is logged, never the query string (it may hold a token); long paths are cut.
-    let path: String = head.path().chars().take(64).collect();
-    let consumed_all = leftover.is_empty();
-    // Only upgrades need a slot; health checks and scrapes must work on a full server.
-    if permit.is_none() && head.path().starts_with(handshake::CHAT_PATH) {
-        return refuse(&mut stream, peer, &path, Rejection::Overloaded, consumed_all, shared).await;
+/// The room registry, joined to the other nodes through Redis when configured.
+fn rooms(config: &Config, metrics: &Arc<Metrics>) -> Result<Rooms, ConfigError> {
+    #[cfg(feature = "redis")]
+    if let Some(url) = &config.redis_url {
+        let relay = crate::relay::Relay::new(url, metrics.clone())
+            .map_err(|e| ConfigError(format!("redis URL {url:?}: {e}")))?;
+        let rooms = Rooms::with_bridge(config.room_buffer, Some(relay.clone()));
+        relay.start(rooms.downgrade());
+        return Ok(rooms);
     }
-    let (room, identity, credential, protocol) = match handshake::decide(&head, peer, shared).await {
-        Decision::Respond(response) => return handshake::respond(&mut stream, &response, consumed_all).await,
-        Decision::Reject(rejection) => return refuse(&mut stream, peer, &path, rejection, consumed_all, shared).await,
-        Decision::UpgradeAndClose { rejection, protocol } => {
-            shared.metrics.rejected(&rejection);
-            info!(%peer, path, status = rejection.status(), reason = %rejection, "handshake rejected (closing after upgrade)");
-            if let Ok(mut ws) = handshake::upgrade(stream, &head, leftover, protocol.as_deref(), config).await {
-                let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
-                    code: rejection.close_code().unwrap_or(4401).into(),
-                    reason: rejection.close_reason().into(),
-                };
-                connection::close_with(&mut ws, frame).await;
-            }
-            return;
-        }
-        Decision::Upgrade {
-            room,
-            identity,
-            credential,
-            protocol,
-        } => (room, identity, credential, protocol),
-    };
-    let Ok(ws) = handshake::upgrade(stream, &head, leftover, protocol.as_deref(), config).await else {
-        return;
-    };
-    shared.metrics.accepted();
-    info!(%peer, room, user = %identity.username, carrier = %credential.carrier(), "handshake accepted");
-    drop((head, credential));
-
-    let membership = shared.rooms.join(&room, &identity.username);
-    shared.metrics.connection_opened();
-    connection::run(ws, identity, membership, shared, stopped).await;
-    shared.metrics.connection_closed();
-    debug!(%peer, room, "connection closed");
-    drop(permit);
+    let _ = metrics;
+    Ok(Rooms::new(config.room_buffer))
 }
 
-async fn refuse<A>(
-    stream: &mut TcpStream,
+/// One accepted socket, from the first byte to the last.
+struct Socket<A> {
+    stream: TcpStream,
     peer: SocketAddr,
-    path: &str,
-    rejection: Rejection,
-    consumed_all: bool,
-    shared: &Shared<A>,
-) {
-    shared.metrics.rejected(&rejection);
-    info!(%peer, path, status = rejection.status(), reason = %rejection, "handshake rejected");
-    handshake::respond(stream, &Response::rejection(&rejection), consumed_all).await;
+    shared: Arc<Shared<A>>,
+    shutdown: Shutdown,
+    /// Dropped when the task ends; see the `shutdown` module.
+    _running: Running,
+}
+
+impl<A: Authenticator> Socket<A> {
+    async fn serve(mut self) {
+        let _ = self.stream.set_nodelay(true);
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let read = tokio::select! {
+            read = timeout(config.handshake_timeout, http::read_request(&mut self.stream)) => read,
+            _ = self.shutdown.wait() => return,
+        };
+        let request = match read {
+            Ok(Ok(request)) => request,
+            Ok(Err(ReadError::Head(e))) => return self.refuse(None, Rejection::from(e), Unread::Maybe).await,
+            Ok(Err(ReadError::Gone)) => return,
+            Err(_) => return debug!(peer = %self.peer, "handshake timeout, dropped"),
+        };
+        if !request.head.path().starts_with(CHAT_PATH) {
+            let rooms_active = shared.rooms.active();
+            let answer = crate::routes::answer(&request.head, self.peer, config, &shared.metrics, rooms_active);
+            return match answer {
+                Ok(response) => http::respond(&mut self.stream, &response, request.unread()).await,
+                Err(rejection) => self.refuse(Some(&request.head), rejection, request.unread()).await,
+            };
+        }
+        // Only upgrades need a slot; health checks and scrapes must work on a full server.
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            return self
+                .refuse(Some(&request.head), Rejection::Overloaded, request.unread())
+                .await;
+        };
+        match shared.gate.admit(&request.head).await {
+            Ok(admission) => self.upgrade(request, admission, permit).await,
+            Err(rejection) if config.reject_with == RejectMode::Close && rejection.close_code().is_some() => {
+                self.upgrade_and_close(request, rejection).await
+            }
+            Err(rejection) => {
+                let unread = request.unread();
+                self.refuse(Some(&request.head), rejection, unread).await
+            }
+        }
+    }
+
+    /// Upgrades and runs the chat connection; `permit` holds its slot until the end.
+    async fn upgrade(self, request: Request, admission: crate::gate::Admission, permit: OwnedSemaphorePermit) {
+        let shared = &self.shared;
+        let Request { head, leftover } = request;
+        let config = &shared.config;
+        let Ok(ws) = admission
+            .upgrade
+            .accept(self.stream, leftover, config.max_message_size)
+            .await
+        else {
+            return;
+        };
+        shared.metrics.accepted();
+        let (peer, room) = (self.peer, &admission.room);
+        let user = &admission.identity.username;
+        info!(%peer, room, ?user, carrier = %admission.carrier, "handshake accepted");
+        drop(head);
+
+        let _open = shared.metrics.connection_opened();
+        let connection = Connection {
+            ws,
+            membership: shared.rooms.join(room, user),
+            identity: admission.identity,
+            config,
+            metrics: &shared.metrics,
+        };
+        connection.run(self.shutdown).await;
+        debug!(%peer, "connection closed");
+        drop(permit);
+    }
+
+    /// `reject-with = close`: upgrade, then close at once with the rejection's close code, so a
+    /// browser script can read why.
+    async fn upgrade_and_close(self, request: Request, rejection: Rejection) {
+        let shared = &self.shared;
+        log_refusal(
+            self.peer,
+            Some(&request.head),
+            &rejection,
+            "handshake rejected (closing after upgrade)",
+        );
+        shared.metrics.rejected(&rejection);
+        let code = rejection
+            .close_code()
+            .expect("close mode is only chosen for a rejection with a close code");
+        // The gate checked the upgrade headers before it could refuse with a close code.
+        let Ok(upgrade) = Upgrade::check(&request.head, &shared.config.protocols) else {
+            return;
+        };
+        let max_message_size = shared.config.max_message_size;
+        if let Ok(mut ws) = upgrade.accept(self.stream, request.leftover, max_message_size).await {
+            connection::close_with(&mut ws, crate::close::frame(code, rejection.to_string())).await;
+        }
+    }
+
+    /// Answers with plain HTTP and closes.
+    async fn refuse(mut self, head: Option<&RequestHead>, rejection: Rejection, unread: Unread) {
+        log_refusal(self.peer, head, &rejection, "handshake rejected");
+        self.shared.metrics.rejected(&rejection);
+        http::respond(&mut self.stream, &Response::rejection(&rejection), unread).await;
+    }
+}
+
+/// One log line per refusal. The path is logged escaped and cut short, never the query
+/// string (it may hold a token).
+fn log_refusal(peer: SocketAddr, head: Option<&RequestHead>, rejection: &Rejection, what: &str) {
+    let path: Option<String> = head.map(|h| h.path().chars().take(64).collect());
+    let status = rejection.status().as_u16();
+    info!(%peer, ?path, status, reason = %rejection, "{what}");
 }

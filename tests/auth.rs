@@ -1,11 +1,14 @@
 //! The authentication decision without sockets: authenticator, sessions, origin policy and
 //! room access, and the status each refusal maps to.
 
-use wsgate::auth::{Authenticator, Identity, JwtAuthenticator, MemorySessionStore, OriginPolicy};
-use wsgate::credentials::{Carrier, Carriers, Credential};
+use wsgate::auth::{Authenticator, Identity, JwtAuthenticator, MemorySessionStore};
+use wsgate::close;
+use wsgate::credentials::{Carrier, Credential};
+use wsgate::gate::{Admission, Gate};
 use wsgate::head::RequestHead;
 use wsgate::jwt::{Claims, JwtError, Key, Validation, Verifier, unix_now};
 use wsgate::rejection::Rejection;
+use wsgate::{Config, OriginPolicy};
 
 const SECRET: &[u8] = b"wsgate-test-secret-0123456789abcdef";
 
@@ -50,12 +53,12 @@ async fn bad_tokens_are_401_with_a_reason() {
         .unwrap_err();
     assert_eq!(rejection, Rejection::InvalidToken(JwtError::Expired));
     assert_eq!(rejection.status(), 401);
-    assert_eq!(rejection.close_code(), Some(4401));
+    assert_eq!(rejection.close_code(), Some(close::UNAUTHENTICATED));
     assert_eq!(
         rejection.www_authenticate().unwrap(),
         r#"Bearer realm="wsgate", error="invalid_token", error_description="token expired""#
     );
-    assert_eq!(rejection.label(), "expired");
+    assert_eq!(rejection.label().as_str(), "expired");
     assert_eq!(
         Rejection::MissingCredential.www_authenticate().unwrap(),
         r#"Bearer realm="wsgate""#
@@ -66,7 +69,10 @@ async fn bad_tokens_are_401_with_a_reason() {
     let rejection = authenticate(&auth, Credential::new(Carrier::Cookie, forged))
         .await
         .unwrap_err();
-    assert_eq!((rejection.status(), rejection.label()), (401, "bad_signature"));
+    assert_eq!(
+        (rejection.status().as_u16(), rejection.label().as_str()),
+        (401, "bad_signature")
+    );
 }
 
 #[tokio::test]
@@ -118,7 +124,7 @@ fn same_origin_is_the_default() {
     let check = |origin: &str, host: &str, carrier| {
         policy
             .check(&head(&[("Origin", origin), ("Host", host)]), Some(carrier))
-            .map_err(|r| r.status())
+            .map_err(|r| r.status().as_u16())
     };
     assert_eq!(
         check("http://chat.example:8080", "chat.example:8080", Carrier::Cookie),
@@ -164,7 +170,8 @@ fn missing_origin_passes_unless_the_credential_is_a_cookie() {
     assert!(policy.check(&no_origin, None).is_ok());
     for carrier in [Carrier::Cookie, Carrier::SessionCookie] {
         let rejection = policy.check(&no_origin, Some(carrier)).unwrap_err();
-        assert_eq!((rejection.status(), rejection.close_code()), (403, Some(4403)));
+        // 403, and HTTP even in close mode: no close code.
+        assert_eq!((rejection.status().as_u16(), rejection.close_code()), (403, None));
     }
     // Even `*` does not let a cookie through without an Origin.
     assert!(OriginPolicy::Any.check(&no_origin, Some(Carrier::Cookie)).is_err());
@@ -187,30 +194,66 @@ fn explicit_lists_and_any() {
         list.check(&h("https://ws.example"), Some(Carrier::Cookie)).is_err(),
         "a list replaces same-origin"
     );
+    let any = OriginPolicy::Any;
+    assert!(any.check(&h("https://anything.example"), Some(Carrier::Query)).is_ok());
+    // `*` never covers cookies: they still need the same origin (or a listed one), so `*`
+    // cannot reopen cross-site WebSocket hijacking.
     assert!(
-        OriginPolicy::Any
-            .check(&h("https://anything.example"), Some(Carrier::Cookie))
-            .is_ok()
+        any.check(&h("https://anything.example"), Some(Carrier::Cookie))
+            .is_err()
     );
+    assert!(any.check(&h("null"), Some(Carrier::SessionCookie)).is_err());
+    assert!(any.check(&h("https://ws.example"), Some(Carrier::Cookie)).is_ok());
+}
+
+/// A browser's upgrade request for `room` with `headers` added.
+fn upgrade_head(room: &str, headers: &[(&str, &str)]) -> RequestHead {
+    let mut raw = format!(
+        "GET /ws/chat/{room} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    RequestHead::parse(raw.as_bytes()).unwrap().unwrap().0
 }
 
 #[tokio::test]
 async fn the_whole_decision_for_a_browser_request() {
-    // What the server does per request: find, check origin, authenticate, authorize.
-    let auth = authenticator();
+    // What the server does per request, through the same gate it calls.
+    let gate = Gate::new(&Config::default(), authenticator());
     let mut claims = Claims::new("alice", unix_now() + 600);
     claims.rooms = Some(vec!["lobby".into()]);
     let token = Key::new(SECRET).unwrap().sign(&claims);
-    let request = head(&[
-        ("Host", "chat.example"),
-        ("Origin", "https://chat.example"),
-        ("Cookie", &format!("access_token={token}")),
-    ]);
-    let credential = Carriers::default().find(&request).unwrap().unwrap();
-    OriginPolicy::default()
-        .check(&request, Some(credential.carrier()))
-        .unwrap();
-    let identity = auth.authenticate(&credential, &request).await.unwrap();
-    assert!(identity.may_join("lobby"));
-    assert!(!identity.may_join("secret-room"));
+    let cookie = format!("access_token={token}");
+    let browser = |room: &str, origin: &str| {
+        upgrade_head(
+            room,
+            &[("Host", "chat.example"), ("Origin", origin), ("Cookie", &cookie)],
+        )
+    };
+    let admission = gate.admit(&browser("lobby", "https://chat.example")).await.unwrap();
+    assert_eq!(admission.identity.username, "alice");
+    assert_eq!((admission.room.as_str(), admission.carrier), ("lobby", Carrier::Cookie));
+    assert_eq!(admission.upgrade.protocol(), None);
+
+    // Each step refuses in its turn, and an earlier step wins over a later one.
+    let status = |result: Result<_, Rejection>| result.map(|_: Admission| ()).unwrap_err().status().as_u16();
+    assert_eq!(
+        status(gate.admit(&browser("secret-room", "https://chat.example")).await),
+        403
+    );
+    assert_eq!(status(gate.admit(&browser("lobby", "https://evil.example")).await), 403);
+    assert_eq!(
+        status(gate.admit(&browser("bad*room", "https://evil.example")).await),
+        400
+    );
+    let not_upgrade = head(&[("Host", "chat.example"), ("Cookie", &cookie)]);
+    assert_eq!(status(gate.admit(&not_upgrade).await), 400);
+    let no_credential = upgrade_head("lobby", &[("Host", "chat.example")]);
+    assert_eq!(
+        gate.admit(&no_credential).await.unwrap_err(),
+        Rejection::MissingCredential
+    );
 }

@@ -10,7 +10,6 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use wsgate::Config;
 use wsgate::jwt::{Claims, Validation, unix_now};
 
 #[tokio::test]
@@ -107,11 +106,7 @@ async fn binary_frames_close_with_1003() {
 
 #[tokio::test]
 async fn oversized_messages_close_with_1009() {
-    let server = TestServer::start(Config {
-        max_message_size: 1024,
-        ..config()
-    })
-    .await;
+    let server = TestServer::start(config().with(|c| c.max_message_size = 1024)).await;
     let mut alice = server.join("lobby", "alice").await;
     let just_fits = format!(r#"{{"message":"{}"}}"#, "x".repeat(1024 - 14));
     assert_eq!(just_fits.len(), 1024);
@@ -123,11 +118,10 @@ async fn oversized_messages_close_with_1009() {
 
 #[tokio::test]
 async fn the_rate_limit_drops_excess_and_says_so() {
-    let server = TestServer::start(Config {
-        rate_limit: 1,
-        rate_burst: 3,
-        ..config()
-    })
+    let server = TestServer::start(config().with(|c| {
+        c.rate_limit = 1;
+        c.rate_burst = 3;
+    }))
     .await;
     let mut alice = server.join("lobby", "alice").await;
     for i in 0..6 {
@@ -151,13 +145,12 @@ async fn the_rate_limit_drops_excess_and_says_so() {
 
 #[tokio::test]
 async fn an_expiring_token_closes_the_connection_with_4401() {
-    let config = Config {
-        validation: Validation {
+    let config = config().with(|c| {
+        c.validation = Validation {
             leeway: 0,
             ..Validation::default()
-        },
-        ..config()
-    };
+        }
+    });
     let server = TestServer::start(config).await;
     let t = key().sign(&Claims::new("alice", unix_now() + 2));
     let (mut alice, _) = server.connect(&format!("/ws/chat/lobby?token={t}"), &[]).await.unwrap();
@@ -168,11 +161,10 @@ async fn an_expiring_token_closes_the_connection_with_4401() {
 
 #[tokio::test]
 async fn idle_clients_are_pinged_then_closed_and_live_ones_stay() {
-    let config = Config {
-        ping_interval: Duration::from_millis(300),
-        idle_timeout: Duration::from_millis(900),
-        ..config()
-    };
+    let config = config().with(|c| {
+        c.ping_interval = Duration::from_millis(300);
+        c.idle_timeout = Duration::from_millis(900);
+    });
     let server = TestServer::start(config).await;
 
     // A client that reads (and so answers pings) outlives the idle timeout.
@@ -213,12 +205,11 @@ async fn idle_clients_are_pinged_then_closed_and_live_ones_stay() {
 
 #[tokio::test]
 async fn a_slow_member_lags_without_holding_the_room_back() {
-    let config = Config {
-        rate_limit: 100_000,
-        rate_burst: 100_000,
-        room_buffer: 16,
-        ..config()
-    };
+    let config = config().with(|c| {
+        c.rate_limit = 100_000;
+        c.rate_burst = 100_000;
+        c.room_buffer = 16;
+    });
     let server = TestServer::start(config).await;
     let mut slow = server.join("flood", "slow").await;
     let mut fast = server.join("flood", "fast").await;

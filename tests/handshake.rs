@@ -6,9 +6,10 @@ mod common;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wsgate::auth::{Identity, JwtAuthenticator, MemorySessionStore, OriginPolicy};
+use wsgate::OriginPolicy;
+use wsgate::RejectMode;
+use wsgate::auth::{Identity, JwtAuthenticator, MemorySessionStore};
 use wsgate::jwt::{Claims, Key, Validation, Verifier, unix_now};
-use wsgate::{Config, RejectMode};
 
 #[tokio::test]
 async fn health_metrics_and_unknown_routes() {
@@ -316,11 +317,8 @@ async fn cookies_need_an_allowed_origin() {
             .is_ok()
     );
 
-    let listed = TestServer::start(Config {
-        origins: OriginPolicy::List(vec!["https://app.example".into()]),
-        ..config()
-    })
-    .await;
+    let listed =
+        TestServer::start(config().with(|c| c.origins = OriginPolicy::List(vec!["https://app.example".into()]))).await;
     assert!(
         listed
             .connect(
@@ -344,11 +342,7 @@ async fn cookies_need_an_allowed_origin() {
 
 #[tokio::test]
 async fn reject_with_close_gives_4401_and_4403() {
-    let server = TestServer::start(Config {
-        reject_with: RejectMode::Close,
-        ..config()
-    })
-    .await;
+    let server = TestServer::start(config().with(|c| c.reject_with = RejectMode::Close)).await;
     let bad = Key::new(b"not-the-server-secret-0123456789abc")
         .unwrap()
         .sign(&Claims::new("alice", unix_now() + 60));
@@ -408,11 +402,8 @@ async fn oversized_heads_are_431() {
 
 #[tokio::test]
 async fn a_slowloris_head_is_dropped_while_others_are_served() {
-    let server = TestServer::start(Config {
-        handshake_timeout: std::time::Duration::from_millis(500),
-        ..config()
-    })
-    .await;
+    let server =
+        TestServer::start(config().with(|c| c.handshake_timeout = std::time::Duration::from_millis(500))).await;
     let mut slow = within(TcpStream::connect(server.addr)).await.unwrap();
     within(slow.write_all(b"GET /ws/chat/lobby HTTP/1.1\r\nHost: x\r\n"))
         .await
@@ -456,11 +447,7 @@ fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn past_max_connections_is_503() {
-    let server = TestServer::start(Config {
-        max_connections: 2,
-        ..config()
-    })
-    .await;
+    let server = TestServer::start(config().with(|c| c.max_connections = 2)).await;
     let _a = server.join("lobby", "a").await;
     let mut b = server.join("lobby", "b").await;
     let response = refused(
@@ -519,7 +506,7 @@ async fn tokens_and_queries_never_reach_response_bodies() {
 async fn the_demo_page_is_served_only_when_enabled() {
     let off = TestServer::start(config()).await;
     assert!(off.get("/").await.starts_with("HTTP/1.1 404 "));
-    let on = TestServer::start(Config { demo: true, ..config() }).await;
+    let on = TestServer::start(config().with(|c| c.demo = true)).await;
     let page = on.get("/").await;
     assert!(
         page.starts_with("HTTP/1.1 200 OK\r\n") && page.contains("<title>wsgate demo"),
@@ -535,11 +522,7 @@ async fn dev_tokens_exist_only_in_dev_mode_and_only_for_this_machine() {
     let off = TestServer::start(config()).await;
     assert!(off.get("/dev/token?sub=alice").await.starts_with("HTTP/1.1 404 "));
 
-    let dev = TestServer::start(Config {
-        dev_tokens: true,
-        ..config()
-    })
-    .await;
+    let dev = TestServer::start(config().with(|c| c.dev_tokens = true)).await;
     let response = dev.get("/dev/token?sub=al%20ice").await;
     let token = response.split("\r\n\r\n").nth(1).unwrap();
     let verifier = Verifier::new(vec![key()], Validation::default()).unwrap();
@@ -557,21 +540,16 @@ async fn dev_tokens_exist_only_in_dev_mode_and_only_for_this_machine() {
     }
     assert!(dev.get("/dev/token").await.starts_with("HTTP/1.1 400 "));
     // Refused outright on a non-loopback address.
-    let public = Config {
-        dev_tokens: true,
-        addr: "0.0.0.0:0".parse().unwrap(),
-        ..config()
-    };
+    let public = config().with(|c| {
+        c.dev_tokens = true;
+        c.addr = "0.0.0.0:0".parse().unwrap();
+    });
     assert!(wsgate::Server::bind(public).await.is_err());
 }
 
 #[tokio::test]
 async fn metrics_count_exactly_what_happened() {
-    let server = TestServer::start(Config {
-        max_connections: 3,
-        ..config()
-    })
-    .await;
+    let server = TestServer::start(config().with(|c| c.max_connections = 3)).await;
     let m = |sample: &'static str| {
         let server = &server;
         async move { server.metric(sample).await }

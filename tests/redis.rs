@@ -95,10 +95,7 @@ impl Drop for RedisServer {
 }
 
 fn node_config(redis: &RedisServer) -> Config {
-    Config {
-        redis_url: Some(redis.url()),
-        ..config()
-    }
+    config().with(|c| c.redis_url = Some(redis.url()))
 }
 
 /// Reads until `marker` arrives from anyone, returning the chat messages before it as

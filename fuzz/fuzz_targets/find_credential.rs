@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::auth::OriginPolicy;
+use wsgate::OriginPolicy;
 use wsgate::credentials::{BEARER_PROTOCOL_PREFIX, Carriers, select_protocol};
 use wsgate::head::{MAX_HEAD_BYTES, RequestHead};
 

@@ -52,11 +52,10 @@ pub fn token_for_rooms(sub: &str, rooms: &[&str]) -> String {
 }
 
 pub fn config() -> Config {
-    Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        keys: vec![key()],
-        ..Config::default()
-    }
+    Config::default().with(|c| {
+        c.addr = "127.0.0.1:0".parse().unwrap();
+        c.keys = vec![key()];
+    })
 }
 
 pub struct TestServer {

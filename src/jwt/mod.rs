@@ -22,6 +22,8 @@
 //! assert_eq!(verifier.verify(&token).unwrap().sub, "alice");
 //! ```
 
+mod json;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,8 +31,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use sha2::Sha256;
+
+use json::{Header, RawClaims, Typed};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -43,6 +46,21 @@ pub const MIN_KEY_LEN: usize = 32;
 
 /// Longest accepted `sub`, in characters: it becomes the username shown to every member.
 pub const MAX_SUBJECT_CHARS: usize = 128;
+
+/// The one rule for a `sub` (and so for every username): 1–[`MAX_SUBJECT_CHARS`] characters,
+/// none of them a control character. A username is written into every member's messages and
+/// into the server's log lines; a newline, carriage return or ANSI escape in it could forge a
+/// log line or repaint an operator's terminal, so such a `sub` is refused outright.
+pub fn check_subject(sub: &str) -> Result<(), JwtError> {
+    if sub.is_empty() || sub.chars().count() > MAX_SUBJECT_CHARS {
+        return Err(JwtError::InvalidClaim("sub must be 1-128 characters"));
+    }
+    // `char::is_control` is Unicode's Cc: C0, DEL and C1.
+    if sub.chars().any(char::is_control) {
+        return Err(JwtError::InvalidClaim("sub must not contain control characters"));
+    }
+    Ok(())
+}
 
 /// Why a token was refused. The `Display` text is safe to send to the client (it is what
 /// `error_description` and close reasons carry): it never contains the token.
@@ -178,9 +196,8 @@ impl Key {
             Some(kid) => serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
             None => serde_json::json!({"alg": "HS256", "typ": "JWT"}),
         };
-        // Serializing a `Value` and our plain struct cannot fail.
-        let header = serde_json::to_vec(&header).unwrap_or_default();
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
+        let header = serde_json::to_vec(&header).expect("a JSON object of strings always serializes");
+        let payload = serde_json::to_vec(claims).expect("Claims holds only strings and numbers");
         self.sign_parts(&header, &payload)
     }
 
@@ -316,8 +333,8 @@ impl Verifier {
         };
 
         let mut buffer = SegmentBuffer::new();
-        let header = parse_header(buffer.decode(header_b64)?)?;
-        let key = self.key_for(&header)?;
+        let header = json::header(buffer.decode(header_b64)?)?;
+        let key = self.key_for(check_header(header)?)?;
 
         let mut signature = [0u8; 64];
         let signature = decode_into(signature_b64, &mut signature)?;
@@ -329,11 +346,12 @@ impl Verifier {
 
         // The payload is authentic from here on.
         let mut buffer = SegmentBuffer::new();
-        self.check_claims(parse_claims(buffer.decode(payload_b64)?)?, now)
+        self.check_claims(json::claims(buffer.decode(payload_b64)?)?, now)
     }
 
-    fn key_for(&self, header: &Header) -> Result<&Key, JwtError> {
-        match &header.kid {
+    /// The key a header's `kid` names; no `kid`, the primary key.
+    fn key_for(&self, kid: Option<Cow<'_, str>>) -> Result<&Key, JwtError> {
+        match kid {
             None => Ok(&self.keys[0]),
             Some(kid) => self
                 .keys
@@ -347,9 +365,9 @@ impl Verifier {
     /// else is wrong with it), then who, then for whom.
     fn check_claims(&self, raw: RawClaims<'_>, now: i64) -> Result<Claims, JwtError> {
         let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
-        let exp = typed(raw.exp, "exp must be a number")?.ok_or(JwtError::MissingClaim("exp"))?;
-        let nbf = typed(raw.nbf, "nbf must be a number")?;
-        let iat = typed(raw.iat, "iat must be a number")?;
+        let exp = Typed::check(raw.exp, "exp must be a number")?.ok_or(JwtError::MissingClaim("exp"))?;
+        let nbf = Typed::check(raw.nbf, "nbf must be a number")?;
+        let iat = Typed::check(raw.iat, "iat must be a number")?;
         // RFC 7519 §4.1.4: the current time must be *before* exp.
         if now >= exp.saturating_add(leeway) {
             return Err(JwtError::Expired);
@@ -358,13 +376,11 @@ impl Verifier {
         if nbf.is_some_and(|nbf| nbf > future) || iat.is_some_and(|iat| iat > future) {
             return Err(JwtError::NotYetValid);
         }
-        let sub = typed(raw.sub, "sub must be a string")?.ok_or(JwtError::MissingClaim("sub"))?;
-        if sub.is_empty() || sub.chars().count() > MAX_SUBJECT_CHARS {
-            return Err(JwtError::InvalidClaim("sub must be 1-128 characters"));
-        }
-        let iss = typed(raw.iss, "iss must be a string")?;
-        let aud = typed(raw.aud, "aud must be a string or an array of strings")?.map_or_else(Vec::new, |a| a.0);
-        let rooms = typed(raw.rooms, "rooms must be an array of strings")?;
+        let sub = Typed::check(raw.sub, "sub must be a string")?.ok_or(JwtError::MissingClaim("sub"))?;
+        check_subject(&sub)?;
+        let iss = Typed::check(raw.iss, "iss must be a string")?;
+        let aud = Typed::check(raw.aud, "aud must be a string or an array of strings")?.map_or_else(Vec::new, |a| a.0);
+        let rooms = Typed::check(raw.rooms, "rooms must be an array of strings")?;
         if let Some(issuer) = &self.validation.issuer {
             match &iss {
                 None => return Err(JwtError::MissingClaim("iss")),
@@ -433,20 +449,10 @@ impl SegmentBuffer {
     }
 }
 
-#[derive(Default)]
-struct Header<'a> {
-    alg: Option<Typed<Cow<'a, str>>>,
-    typ: Option<Typed<Cow<'a, str>>>,
-    kid: Option<Cow<'a, str>>,
-    kid_invalid: bool,
-    crit: bool,
-}
-
-fn parse_header(json: &[u8]) -> Result<Header<'_>, JwtError> {
-    let header: Header = serde_json::from_slice(json)
-        .map_err(|_| JwtError::Malformed("header is not a JSON object without duplicate names"))?;
-    // Exact and case-sensitive: `none`, `None`, `hs256`, `HS512`, `RS256` all fail here,
-    // before any key is touched.
+/// The header rules, before any key is touched. Returns the `kid`, if any.
+fn check_header(header: Header<'_>) -> Result<Option<Cow<'_, str>>, JwtError> {
+    // Exact and case-sensitive: `none`, `None`, `hs256`, `HS512`, `RS256` all fail here.
+    // This is what stops `alg: none` and algorithm confusion.
     match &header.alg {
         None => return Err(JwtError::Malformed("header has no alg")),
         Some(Typed::Is(alg)) if alg == "HS256" => {}
@@ -463,269 +469,9 @@ fn parse_header(json: &[u8]) -> Result<Header<'_>, JwtError> {
     if header.crit {
         return Err(JwtError::UnsupportedHeader("crit is not supported"));
     }
-    if header.kid_invalid {
-        return Err(JwtError::Malformed("kid must be a string"));
-    }
-    Ok(header)
-}
-
-/// Claims as found, each read as its expected type or marked wrong, not yet checked.
-#[derive(Default)]
-struct RawClaims<'a> {
-    sub: Option<Typed<Cow<'a, str>>>,
-    exp: Option<Typed<i64>>,
-    nbf: Option<Typed<i64>>,
-    iat: Option<Typed<i64>>,
-    iss: Option<Typed<Cow<'a, str>>>,
-    aud: Option<Typed<Audience>>,
-    rooms: Option<Typed<Vec<String>>>,
-}
-
-fn parse_claims(json: &[u8]) -> Result<RawClaims<'_>, JwtError> {
-    serde_json::from_slice(json)
-        .map_err(|_| JwtError::Malformed("payload is not a JSON object without duplicate names"))
-}
-
-/// A present claim of the wrong type is an [`JwtError::InvalidClaim`]; absent stays `None`.
-fn typed<T>(value: Option<Typed<T>>, invalid: &'static str) -> Result<Option<T>, JwtError> {
-    match value {
+    match header.kid {
         None => Ok(None),
-        Some(Typed::Is(v)) => Ok(Some(v)),
-        Some(Typed::Wrong) => Err(JwtError::InvalidClaim(invalid)),
-    }
-}
-
-/// Object member names seen so far. Duplicates are refused (RFC 7515 §4, RFC 7519 §4): two
-/// `alg`s must never mean one thing to us and another to a proxy or library in front of us.
-/// Known names are bits; other names are kept only when a token has some.
-#[derive(Default)]
-struct SeenNames<'a> {
-    known: u32,
-    other: Vec<Cow<'a, str>>,
-}
-
-impl<'a> SeenNames<'a> {
-    /// Returns `known`'s index for `name`, or an error if it was seen before.
-    fn check<E: de::Error>(
-        &mut self,
-        name: Cow<'a, str>,
-        known: fn(&str) -> Option<usize>,
-    ) -> Result<Option<usize>, E> {
-        let duplicate = || E::custom("duplicate member name");
-        if let Some(i) = known(&name) {
-            if self.known & (1 << i) != 0 {
-                return Err(duplicate());
-            }
-            self.known |= 1 << i;
-            return Ok(Some(i));
-        }
-        if self.other.contains(&name) {
-            return Err(duplicate());
-        }
-        self.other.push(name);
-        Ok(None)
-    }
-}
-
-impl<'de> Deserialize<'de> for Header<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct HeaderVisitor;
-        impl<'de> Visitor<'de> for HeaderVisitor {
-            type Value = Header<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header<'de>, A::Error> {
-                let mut header = Header::default();
-                let mut seen = SeenNames::default();
-                while let Some(JsonStr(name)) = map.next_key()? {
-                    let known = |name: &str| match name {
-                        "alg" => Some(0),
-                        "typ" => Some(1),
-                        "kid" => Some(2),
-                        "crit" => Some(3),
-                        _ => None,
-                    };
-                    match seen.check(name, known)? {
-                        Some(0) => header.alg = Some(map.next_value()?),
-                        Some(1) => header.typ = Some(map.next_value()?),
-                        Some(2) => match map.next_value()? {
-                            Typed::Is(kid) => header.kid = Some(kid),
-                            Typed::Wrong => header.kid_invalid = true,
-                        },
-                        found => {
-                            header.crit |= found == Some(3);
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(header)
-            }
-        }
-        deserializer.deserialize_map(HeaderVisitor)
-    }
-}
-
-impl<'de> Deserialize<'de> for RawClaims<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ClaimsVisitor;
-        impl<'de> Visitor<'de> for ClaimsVisitor {
-            type Value = RawClaims<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawClaims<'de>, A::Error> {
-                let mut claims = RawClaims::default();
-                let mut seen = SeenNames::default();
-                while let Some(JsonStr(name)) = map.next_key()? {
-                    let known = |name: &str| match name {
-                        "sub" => Some(0),
-                        "exp" => Some(1),
-                        "nbf" => Some(2),
-                        "iat" => Some(3),
-                        "iss" => Some(4),
-                        "aud" => Some(5),
-                        "rooms" => Some(6),
-                        _ => None,
-                    };
-                    match seen.check(name, known)? {
-                        Some(0) => claims.sub = Some(map.next_value()?),
-                        Some(1) => claims.exp = Some(map.next_value()?),
-                        Some(2) => claims.nbf = Some(map.next_value()?),
-                        Some(3) => claims.iat = Some(map.next_value()?),
-                        Some(4) => claims.iss = Some(map.next_value()?),
-                        Some(5) => claims.aud = Some(map.next_value()?),
-                        Some(6) => claims.rooms = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(claims)
-            }
-        }
-        deserializer.deserialize_map(ClaimsVisitor)
-    }
-}
-
-/// A JSON value read as `T` when it has `T`'s JSON type, or `Wrong` (consumed, no error)
-/// when it does not. A claim of the wrong type thus becomes our own typed error later, and
-/// the parse never builds a serde error on the way (which costs more than the whole parse).
-enum Typed<T> {
-    Is(T),
-    Wrong,
-}
-
-/// What each expected type accepts; every other JSON type is `Wrong`.
-trait Expected<'de>: Sized {
-    fn from_str(_: Cow<'de, str>) -> Option<Self> {
-        None
-    }
-    fn from_number(_: f64, _: Option<i64>) -> Option<Self> {
-        None
-    }
-    fn from_strings(_: Vec<String>) -> Option<Self> {
-        None
-    }
-}
-
-impl<'de> Expected<'de> for Cow<'de, str> {
-    fn from_str(s: Cow<'de, str>) -> Option<Self> {
-        Some(s)
-    }
-}
-
-/// RFC 7519 NumericDate: a JSON number, possibly fractional (truncated). An absurd value such
-/// as 1e300 saturates ("far future"), it does not wrap.
-impl Expected<'_> for i64 {
-    fn from_number(float: f64, int: Option<i64>) -> Option<Self> {
-        Some(int.unwrap_or(float as i64))
-    }
-}
-
-impl Expected<'_> for Vec<String> {
-    fn from_strings(list: Vec<String>) -> Option<Self> {
-        Some(list)
-    }
-}
-
-/// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
-struct Audience(Vec<String>);
-
-impl<'de> Expected<'de> for Audience {
-    fn from_str(s: Cow<'de, str>) -> Option<Self> {
-        Some(Audience(vec![s.into_owned()]))
-    }
-    fn from_strings(list: Vec<String>) -> Option<Self> {
-        Some(Audience(list))
-    }
-}
-
-impl<'de, T: Expected<'de>> Deserialize<'de> for Typed<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TypedVisitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Expected<'de>> Visitor<'de> for TypedVisitor<T> {
-            type Value = Typed<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Typed<T>, E> {
-                Ok(T::from_str(Cow::Borrowed(v)).map_or(Typed::Wrong, Typed::Is))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Typed<T>, E> {
-                Ok(T::from_str(Cow::Owned(v.to_owned())).map_or(Typed::Wrong, Typed::Is))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Typed<T>, E> {
-                Ok(T::from_number(v as f64, Some(v)).map_or(Typed::Wrong, Typed::Is))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Typed<T>, E> {
-                Ok(
-                    T::from_number(v as f64, Some(i64::try_from(v).unwrap_or(i64::MAX)))
-                        .map_or(Typed::Wrong, Typed::Is),
-                )
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Typed<T>, E> {
-                Ok(T::from_number(v, None).map_or(Typed::Wrong, Typed::Is))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Typed<T>, E> {
-                Ok(Typed::Wrong)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Typed<T>, E> {
-                Ok(Typed::Wrong)
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Typed<T>, A::Error> {
-                let mut strings = Vec::new();
-                let mut all_strings = true;
-                while let Some(element) = seq.next_element::<Typed<Cow<'de, str>>>()? {
-                    match element {
-                        Typed::Is(s) if all_strings => strings.push(s.into_owned()),
-                        _ => all_strings = false,
-                    }
-                }
-                Ok(if all_strings {
-                    T::from_strings(strings).map_or(Typed::Wrong, Typed::Is)
-                } else {
-                    Typed::Wrong
-                })
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Typed<T>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Typed::Wrong)
-            }
-        }
-        deserializer.deserialize_any(TypedVisitor(std::marker::PhantomData))
-    }
-}
-
-/// A JSON string, borrowed from the input unless it contained escapes. Escapes are
-/// resolved, so `"a\u006cg"` is the name `alg` and counts as a duplicate of it.
-struct JsonStr<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for JsonStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Typed::<Cow<'de, str>>::deserialize(deserializer)? {
-            Typed::Is(s) => Ok(JsonStr(s)),
-            Typed::Wrong => Err(de::Error::custom("expected a string")),
-        }
+        Some(Typed::Is(kid)) => Ok(Some(kid)),
+        Some(Typed::Wrong) => Err(JwtError::Malformed("kid must be a string")),
     }
 }

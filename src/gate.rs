@@ -1,0 +1,132 @@
+//! The gate: the ordered decision from a request head to an admitted connection, without a
+//! socket. This is the heart of wsgate; everything else moves bytes.
+//!
+//! [`Gate::admit`] takes a parsed [`RequestHead`] and either returns an [`Admission`] (who,
+//! which room, what to answer the upgrade with) or the [`Rejection`] to answer with. The
+//! order of its steps is a security decision, and this is the one place it is written:
+//!
+//! 1. **Route**: the path is `/ws/chat/{room}` and the method `GET`. Other paths are not the
+//!    gate's (the server answers `/healthz`, `/metrics` and the demo before asking it).
+//! 2. **Room name**: 1–64 characters of `[A-Za-z0-9_.-]`, checked before anything reads it.
+//! 3. **Upgrade headers** (RFC 6455 §4.2.1): a request that cannot become a WebSocket is a
+//!    `400`, whatever its credential; checking it first means no token is verified for a
+//!    request we could never accept.
+//! 4. **Origin**: before authentication, so a page on another site is refused the same way
+//!    whether or not the credential it carries is good (it learns nothing about the cookie),
+//!    and a cookie is never honoured for a foreign page (cross-site WebSocket hijacking).
+//!    The origin check needs to know *which* carrier holds the credential (cookies are held
+//!    to a stricter rule), so the credential is located first but not yet looked at.
+//! 5. **Credential**: the first carrier present, in PROTOCOL.md §2 order; two credentials in
+//!    one carrier is an error rather than a guess.
+//! 6. **Authenticator**: the credential becomes an [`Identity`] or a `401`. This is the only
+//!    step that may wait (a session store); every cheaper refusal has happened already.
+//! 7. **Room authorization**: the identity's `rooms` must allow the room (`403`).
+//!
+//! What the gate does not do, because it needs the server's state: the connection limit
+//! (checked before the head is even read) and the answer in `reject-with = close` mode.
+//!
+//! ```
+//! use wsgate::Config;
+//! use wsgate::auth::JwtAuthenticator;
+//! use wsgate::gate::Gate;
+//! use wsgate::head::RequestHead;
+//! use wsgate::jwt::{Claims, Key, Validation, Verifier};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let key = Key::new(b"an example secret of at least 32 bytes!!").unwrap();
+//! let token = key.sign(&Claims::new("alice", 4_000_000_000));
+//! let authenticator = JwtAuthenticator::new(Verifier::new(vec![key], Validation::default()).unwrap());
+//! let gate = Gate::new(&Config::default(), authenticator);
+//!
+//! let raw = format!(
+//!     "GET /ws/chat/lobby?token={token} HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\n\
+//!      Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+//! );
+//! let (head, _) = RequestHead::parse(raw.as_bytes()).unwrap().unwrap();
+//! let admission = gate.admit(&head).await.unwrap();
+//! assert_eq!((admission.room.as_str(), admission.identity.username.as_str()), ("lobby", "alice"));
+//! # });
+//! ```
+
+use crate::auth::{Authenticator, Identity};
+use crate::config::Config;
+use crate::credentials::{Carrier, Carriers};
+use crate::handshake::Upgrade;
+use crate::head::RequestHead;
+use crate::origin::OriginPolicy;
+use crate::rejection::Rejection;
+use crate::room;
+
+/// The path prefix of chat rooms: `/ws/chat/{room}`.
+pub const CHAT_PATH: &str = "/ws/chat/";
+
+/// A connection the gate lets in.
+#[derive(Debug)]
+pub struct Admission {
+    /// Who it is.
+    pub identity: Identity,
+    /// The room it joins.
+    pub room: String,
+    /// Where its credential was found.
+    pub carrier: Carrier,
+    /// The accept key and subprotocol for the `101`.
+    pub upgrade: Upgrade,
+}
+
+/// The handshake decision: settings from [`Config`] plus an [`Authenticator`].
+#[derive(Debug)]
+pub struct Gate<A> {
+    origins: OriginPolicy,
+    carriers: Carriers,
+    protocols: Vec<String>,
+    authenticator: A,
+}
+
+impl<A: Authenticator> Gate<A> {
+    /// A gate with `config`'s origin policy, carrier names and subprotocols.
+    pub fn new(config: &Config, authenticator: A) -> Gate<A> {
+        Gate {
+            origins: config.origins.clone(),
+            carriers: config.carriers.clone(),
+            protocols: config.protocols.clone(),
+            authenticator,
+        }
+    }
+
+    /// The authenticator.
+    pub fn authenticator(&self) -> &A {
+        &self.authenticator
+    }
+
+    /// Decides whether `head` may become a chat connection; see the module docs for the
+    /// order of the steps and why.
+    pub async fn admit(&self, head: &RequestHead) -> Result<Admission, Rejection> {
+        // 1. Route.
+        let room = head.path().strip_prefix(CHAT_PATH).ok_or(Rejection::NotFound)?;
+        if head.method() != "GET" {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        // 2. Room name.
+        room::check_name(room)?;
+        // 3. Upgrade headers.
+        let upgrade = Upgrade::check(head, &self.protocols)?;
+        // 4. Origin, for the carrier the credential is in.
+        let found = self.carriers.find(head);
+        let carrier = found.as_ref().ok().and_then(|c| c.as_ref().map(|c| c.carrier()));
+        self.origins.check(head, carrier)?;
+        // 5. Credential.
+        let credential = found?.ok_or(Rejection::MissingCredential)?;
+        // 6. Authenticator.
+        let identity = self.authenticator.authenticate(&credential, head).await?;
+        // 7. Room authorization.
+        if !identity.may_join(room) {
+            return Err(Rejection::Forbidden("room not allowed by this credential".into()));
+        }
+        Ok(Admission {
+            identity,
+            room: room.to_owned(),
+            carrier: credential.carrier(),
+            upgrade,
+        })
+    }
+}
