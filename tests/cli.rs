@@ -1,5 +1,6 @@
 //! The `wsgate` binary as a user runs it: dev mode, `wsgate token`, configuration errors,
-//! SIGTERM, and the server process's memory under a flood with a member that never reads.
+//! options from the environment, SIGTERM, and the server process's memory under a flood with
+//! a member that never reads.
 
 mod common;
 
@@ -19,12 +20,29 @@ fn secret() -> String {
     String::from_utf8(SECRET.to_vec()).unwrap()
 }
 
-async fn output(args: &[&str], secret: Option<&str>) -> (i32, String, String) {
+/// The binary with `secret` in `WSGATE_SECRET` (none: unset), and no other `WSGATE_*`
+/// variable from the environment the tests run in: every option reads one.
+fn wsgate(secret: Option<&str>) -> Command {
     let mut command = Command::new(BIN);
-    command.args(args).env_remove("WSGATE_SECRET").kill_on_drop(true);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("WSGATE_") {
+            command.env_remove(name);
+        }
+    }
     if let Some(secret) = secret {
         command.env("WSGATE_SECRET", secret);
     }
+    command.kill_on_drop(true);
+    command
+}
+
+async fn output(args: &[&str], secret: Option<&str>) -> (i32, String, String) {
+    output_with_env(args, secret, &[]).await
+}
+
+async fn output_with_env(args: &[&str], secret: Option<&str>, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = wsgate(secret);
+    command.args(args).envs(env.iter().copied());
     let out = within(command.output()).await.unwrap();
     let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
@@ -32,19 +50,18 @@ async fn output(args: &[&str], secret: Option<&str>) -> (i32, String, String) {
 
 /// Starts `wsgate serve` on a free port and returns it with the address it printed or logged.
 async fn spawn_server(args: &[&str], secret: Option<&str>) -> (Child, String, Vec<String>) {
-    let mut command = Command::new(BIN);
+    let mut command = wsgate(secret);
+    command.arg("serve").args(["--addr", "127.0.0.1:0"]).args(args);
+    start(command, secret.is_none()).await
+}
+
+/// Runs `command` (a `wsgate serve`) until it logs its address and, in dev mode, has printed
+/// its banner.
+async fn start(mut command: Command, dev_mode: bool) -> (Child, String, Vec<String>) {
     command
-        .arg("serve")
-        .args(["--addr", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("WSGATE_SECRET")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(secret) = secret {
-        command.env("WSGATE_SECRET", secret);
-    }
+        .stderr(Stdio::piped());
     let mut child = command.spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     // The "listening" log line carries the bound address.
@@ -59,7 +76,7 @@ async fn spawn_server(args: &[&str], secret: Option<&str>) -> (Child, String, Ve
     };
     tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
     let mut stdout_lines = Vec::new();
-    if secret.is_none() {
+    if dev_mode {
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         while let Some(line) = within(stdout.next_line()).await.unwrap() {
             let done = line.starts_with("Then send");
@@ -131,7 +148,7 @@ async fn the_token_command_signs_what_it_is_asked() {
 
 #[tokio::test]
 async fn bad_configuration_is_one_clear_line_and_a_nonzero_exit() {
-    let cases: [(&[&str], Option<&str>, i32, &str); 7] = [
+    let cases: [(&[&str], Option<&str>, i32, &str); 14] = [
         (&["serve"], Some("too-short"), 2, "at least 32"),
         (&["serve"], Some(""), 2, "set but empty"),
         (&["serve", "--addr", "nonsense"], Some(&secret()), 2, "--addr"),
@@ -145,13 +162,58 @@ async fn bad_configuration_is_one_clear_line_and_a_nonzero_exit() {
             &["serve", "--frobnicate", "1"],
             Some(&secret()),
             2,
-            "unknown option --frobnicate",
+            "unexpected argument '--frobnicate'",
+        ),
+        (
+            &["serve", "--max-conections", "5"],
+            Some(&secret()),
+            2,
+            "did you mean --max-connections?",
         ),
         (
             &["serve", "--reject-with", "maybe"],
             Some(&secret()),
             2,
-            "expected http or close",
+            "[possible values: http, close]",
+        ),
+        // Today's timers would overflow on it, in every connection: refused at start.
+        (
+            &["serve", "--ping-interval", "10000000000000000000"],
+            Some(&secret()),
+            2,
+            "too large",
+        ),
+        (
+            &["serve", "--max-message-size", "100000000"],
+            Some(&secret()),
+            2,
+            "too large",
+        ),
+        // Entries no browser sends as its Origin would lock out the page they name.
+        (
+            &["serve", "--origins", "app.example"],
+            Some(&secret()),
+            2,
+            r#""app.example" is not scheme://host[:port] (e.g. https://app.example)"#,
+        ),
+        (
+            &["serve", "--origins", "https://app.example/"],
+            Some(&secret()),
+            2,
+            "no path, query or trailing slash",
+        ),
+        // An old key beside dev mode's random one means the primary secret went missing.
+        (
+            &["serve", "--extra-key", "k=/etc/hostname"],
+            None,
+            2,
+            "--extra-key needs a primary secret",
+        ),
+        (
+            &["token", "--sub", "alice", "--ttl", "1w"],
+            Some(&secret()),
+            2,
+            "expected a number with s, m, h or d, e.g. 30s",
         ),
         (
             &["serve", "--ping-interval", "60s", "--idle-timeout", "30s"],
@@ -192,6 +254,76 @@ async fn help_lists_every_option() {
     ] {
         assert!(stdout.contains(flag), "{flag} missing from:\n{stdout}");
     }
+}
+
+#[tokio::test]
+async fn options_come_from_the_environment_and_a_flag_wins() {
+    // WSGATE_ADDR alone sets where the server listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let wanted = format!("127.0.0.1:{port}");
+    let mut command = wsgate(Some(&secret()));
+    command.arg("serve").env("WSGATE_ADDR", &wanted);
+    let (_child, addr, _) = start(command, false).await;
+    assert_eq!(addr, wanted);
+
+    // A bad value in a variable stops the server, naming the flag and the variable...
+    let (code, _, stderr) = output_with_env(
+        &["serve", "--addr", "127.0.0.1:0"],
+        Some(&secret()),
+        &[("WSGATE_MAX_CONNECTIONS", "lots")],
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--max-connections") && stderr.contains("WSGATE_MAX_CONNECTIONS"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    // ...but the flags on the command line win over both variables: the server starts, on the
+    // flag's address rather than the variable's unroutable one.
+    let mut command = wsgate(Some(&secret()));
+    command
+        .args(["serve", "--addr", "127.0.0.1:0", "--max-connections", "5"])
+        .env("WSGATE_MAX_CONNECTIONS", "lots")
+        .env("WSGATE_ADDR", "192.0.2.1:1");
+    let (_child, addr, _) = start(command, false).await;
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+}
+
+#[tokio::test]
+async fn a_secret_is_the_same_from_a_file_and_from_the_environment() {
+    // Editors and `echo` end a secret with a newline; wherever it comes from, it is not part
+    // of the secret.
+    let path = std::env::temp_dir().join(format!("wsgate-cli-secret-{}", std::process::id()));
+    std::fs::write(&path, format!("{}\n", secret())).unwrap();
+    let file = path.to_str().unwrap();
+    let mut command = wsgate(None);
+    command.args(["serve", "--addr", "127.0.0.1:0", "--secret-file", file]);
+    let (_child, addr, _) = start(command, false).await;
+    let bare = Verifier::new(vec![Key::new(SECRET).unwrap()], Validation::default()).unwrap();
+    for ending in ["\n", "\r\n"] {
+        let (code, token, stderr) = output(&["token", "--sub", "alice"], Some(&format!("{}{ending}", secret()))).await;
+        assert_eq!(code, 0, "{stderr}");
+        let token = token.trim();
+        assert_eq!(bare.verify(token).unwrap().sub, "alice", "{ending:?}");
+        // The server that read the secret from the file takes the token.
+        let (mut client, _) = within(tokio_tungstenite::connect_async(format!(
+            "ws://{addr}/ws/chat/lobby?token={token}"
+        )))
+        .await
+        .unwrap();
+        let welcome = within(client.next()).await.unwrap().unwrap();
+        assert!(welcome.to_text().unwrap().contains(r#""username":"alice""#));
+    }
+    let (code, token, stderr) = output(&["token", "--sub", "bob", "--secret-file", file], None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(bare.verify(token.trim()).unwrap().sub, "bob");
+    let _ = std::fs::remove_file(&path);
 }
 
 #[tokio::test]

@@ -1,0 +1,290 @@
+//! The command line's shape: one clap struct per command, whose fields are the options, their
+//! help, their defaults (taken from `Config::default()`, so they cannot drift) and their
+//! environment variables.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use wsgate::{Config, OriginPolicy, RejectMode};
+
+use crate::values::{ExtraKey, List, Span, address, extra_key, message_size, origins, subject, whole};
+
+/// A WebSocket chat server that authenticates every connection during the opening handshake.
+#[derive(Parser)]
+#[command(
+    name = "wsgate",
+    version,
+    override_usage = "wsgate [serve] [OPTIONS]\n       wsgate token --sub <NAME> [OPTIONS]",
+    // A fixed width: the help reads the same in any terminal, and README.md holds a copy.
+    term_width = 100
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the server (the default command); with no secret given, dev mode
+    #[command(after_help = SERVE_NOTES)]
+    Serve(Box<ServeArgs>),
+    /// Print a token signed with the configured secret
+    #[command(after_help = TOKEN_NOTES)]
+    Token(TokenArgs),
+}
+
+pub(crate) const SERVE_NOTES: &str = "\
+DURATION: a number with s, m, h or d (30s, 10m, 1h, 2d), at most 365d; a bare number is seconds.
+
+Every option can also be set by an environment variable named after it: --max-connections by
+WSGATE_MAX_CONNECTIONS, --addr by WSGATE_ADDR. The option on the command line wins.";
+
+pub(crate) const TOKEN_NOTES: &str = "\
+DURATION: a number with s, m, h or d (30s, 10m, 1h, 2d), at most 365d; a bare number is seconds.
+
+--secret-file, --kid, --issuer and --audience also read WSGATE_SECRET_FILE, WSGATE_KID,
+WSGATE_ISSUER and WSGATE_AUDIENCE, as `wsgate serve` does: in the same environment, the token
+is one that server accepts.";
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "WSGATE_ADDR", value_name = "ADDR", value_parser = address,
+          default_value_t = Config::default().addr)]
+    pub addr: SocketAddr,
+
+    /// File holding the HS256 secret, 32 bytes or more; one trailing newline is not part of
+    /// it. Or put the secret itself in WSGATE_SECRET (same rule). Neither: dev mode, loopback only
+    #[arg(long, env = "WSGATE_SECRET_FILE", value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+
+    /// Key id of that secret; tokens naming it in their header are checked with it
+    #[arg(long, env = "WSGATE_KID", value_name = "KID")]
+    pub kid: Option<String>,
+
+    /// Another key, by key id, still accepted (rotation); needs a primary secret; repeatable
+    #[arg(long, env = "WSGATE_EXTRA_KEY", value_name = "KID=PATH", value_parser = extra_key)]
+    pub extra_key: Vec<ExtraKey>,
+
+    /// Require this `iss` claim
+    #[arg(long, env = "WSGATE_ISSUER", value_name = "ISS")]
+    pub issuer: Option<String>,
+
+    /// Require this value in the `aud` claim
+    #[arg(long, env = "WSGATE_AUDIENCE", value_name = "AUD")]
+    pub audience: Option<String>,
+
+    /// Clock skew allowed for exp, nbf and iat
+    #[arg(long, env = "WSGATE_LEEWAY", value_name = "DURATION",
+          default_value_t = Span(Duration::from_secs(Config::default().validation.leeway)))]
+    pub leeway: Span,
+
+    /// Pages allowed to connect: comma-separated scheme://host[:port] (http or https, no path),
+    /// or * for any page; * never covers cookie credentials, which still need the same origin
+    /// [default: same origin]
+    #[arg(long, env = "WSGATE_ORIGINS", value_name = "LIST", value_parser = origins)]
+    pub origins: Option<OriginPolicy>,
+
+    /// Answer auth failures with HTTP 401/403 before the upgrade, or upgrade and close with
+    /// 4401/4403, which a browser script can read [default: http; close in dev mode]
+    #[arg(
+        long,
+        env = "WSGATE_REJECT_WITH",
+        value_name = "http|close",
+        hide_possible_values = true
+    )]
+    pub reject_with: Option<RejectWith>,
+
+    /// Subprotocols spoken, comma-separated, in preference order
+    #[arg(long, env = "WSGATE_PROTOCOLS", value_name = "LIST",
+          default_value_t = List(Config::default().protocols))]
+    pub protocols: List,
+
+    /// Cookie carrying a JWT
+    #[arg(long, env = "WSGATE_JWT_COOKIE", value_name = "NAME",
+          default_value_t = Config::default().carriers.jwt_cookie)]
+    pub jwt_cookie: String,
+
+    /// Cookie carrying a session id
+    #[arg(long, env = "WSGATE_SESSION_COOKIE", value_name = "NAME",
+          default_value_t = Config::default().carriers.session_cookie)]
+    pub session_cookie: String,
+
+    /// Open sockets at most; more get 503
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", value_name = "N", value_parser = whole::<usize>,
+          default_value_t = Config::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Time a client has to send its request head, or it is dropped (slowloris)
+    #[arg(long, env = "WSGATE_HANDSHAKE_TIMEOUT", value_name = "DURATION",
+          default_value_t = Span(Config::default().handshake_timeout))]
+    pub handshake_timeout: Span,
+
+    /// Largest client message in bytes, at most 64 MiB; larger closes with 1009
+    #[arg(long, env = "WSGATE_MAX_MESSAGE_SIZE", value_name = "BYTES", value_parser = message_size,
+          default_value_t = Config::default().max_message_size)]
+    pub max_message_size: usize,
+
+    /// Messages per second per connection, on average
+    #[arg(long, env = "WSGATE_RATE_LIMIT", value_name = "N", value_parser = whole::<u32>,
+          default_value_t = Config::default().rate_limit)]
+    pub rate_limit: u32,
+
+    /// Messages a connection may send in a burst above the rate
+    #[arg(long, env = "WSGATE_RATE_BURST", value_name = "N", value_parser = whole::<u32>,
+          default_value_t = Config::default().rate_burst)]
+    pub rate_burst: u32,
+
+    /// Ping idle connections this often
+    #[arg(long, env = "WSGATE_PING_INTERVAL", value_name = "DURATION",
+          default_value_t = Span(Config::default().ping_interval))]
+    pub ping_interval: Span,
+
+    /// Close connections silent this long, pongs included; longer than the ping interval
+    #[arg(long, env = "WSGATE_IDLE_TIMEOUT", value_name = "DURATION",
+          default_value_t = Span(Config::default().idle_timeout))]
+    pub idle_timeout: Span,
+
+    /// Messages a room buffers for its slowest member, 1 to 65536
+    #[arg(long, env = "WSGATE_ROOM_BUFFER", value_name = "N", value_parser = whole::<usize>,
+          default_value_t = Config::default().room_buffer)]
+    pub room_buffer: usize,
+
+    /// Serve the demo page at / [default: on in dev mode, else off]
+    #[arg(long, env = "WSGATE_DEMO", value_name = "on|off", hide_possible_values = true)]
+    pub demo: Option<Switch>,
+
+    /// Share rooms with every node on this Redis, and read sessions from it (needs a build
+    /// with --features redis)
+    #[arg(long, env = "WSGATE_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// Redis key prefix of session ids [default: wsgate:session:]
+    #[arg(long, env = "WSGATE_SESSION_REDIS_PREFIX", value_name = "PREFIX")]
+    pub session_redis_prefix: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct TokenArgs {
+    /// The user: the token's `sub` (required)
+    #[arg(long, value_name = "NAME", value_parser = subject)]
+    pub sub: String,
+
+    /// Lifetime
+    #[arg(long, value_name = "DURATION", default_value_t = Span(Duration::from_secs(3600)))]
+    pub ttl: Span,
+
+    /// Rooms the token may join, comma-separated: names, or prefix* [default: any]
+    #[arg(long, value_name = "LIST")]
+    pub rooms: Option<List>,
+
+    /// Key id to put in the header
+    #[arg(long, env = "WSGATE_KID", value_name = "KID")]
+    pub kid: Option<String>,
+
+    /// `iss` claim
+    #[arg(long, env = "WSGATE_ISSUER", value_name = "ISS")]
+    pub issuer: Option<String>,
+
+    /// `aud` claim
+    #[arg(long, env = "WSGATE_AUDIENCE", value_name = "AUD")]
+    pub audience: Option<String>,
+
+    /// File holding the HS256 secret (one trailing newline ignored); or set WSGATE_SECRET
+    #[arg(long, env = "WSGATE_SECRET_FILE", value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum RejectWith {
+    Http,
+    Close,
+}
+
+impl From<RejectWith> for RejectMode {
+    fn from(mode: RejectWith) -> RejectMode {
+        match mode {
+            RejectWith::Http => RejectMode::Http,
+            RejectWith::Close => RejectMode::Close,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Switch {
+    On,
+    Off,
+}
+
+/// The parser, with each option's environment variable left out of its help line: the
+/// after-help states the naming rule once, and the help (copied into README.md) must not
+/// change with what the environment holds.
+pub(crate) fn command() -> clap::Command {
+    Cli::command().mut_subcommands(|sub| sub.mut_args(|arg| arg.hide_env(true)))
+}
+
+/// A clap error as one line: its first paragraph without the `error: ` prefix, the closest
+/// option or value when one was misspelled (clap puts it on a later line), and the environment
+/// variable that held a bad value, since clap names only the flag.
+pub(crate) fn one_line(error: &clap::Error, args: &[OsString]) -> String {
+    let rendered = error.render().to_string();
+    let mut line = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(rest) = line.strip_prefix("error: ") {
+        line = rest.to_owned();
+    }
+    for kind in [ContextKind::SuggestedArg, ContextKind::SuggestedValue] {
+        if let Some(ContextValue::String(similar)) = error.get(kind) {
+            line.push_str(&format!(" (did you mean {similar}?)"));
+        }
+    }
+    // A bad value for a flag that is not on the command line came from its variable.
+    if let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg)
+        && let Some(flag) = arg.split(' ').next().and_then(|a| a.strip_prefix("--"))
+        && !args.iter().any(|a| {
+            a.to_str()
+                .and_then(|a| a.strip_prefix("--"))
+                .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        })
+    {
+        let variable = format!("WSGATE_{}", flag.to_uppercase().replace('-', "_"));
+        if std::env::var_os(&variable).is_some() {
+            line.push_str(&format!(" (from {variable})"));
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parser_is_well_formed() {
+        command().debug_assert();
+    }
+
+    /// PROTOCOL.md §6: every `serve` flag has an environment variable named after it.
+    #[test]
+    fn every_serve_flag_has_its_environment_variable() {
+        let command = command();
+        let serve = command.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments().filter(|a| a.get_id() != "help") {
+            let long = arg.get_long().unwrap();
+            let expected = format!("WSGATE_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(expected.as_str()),
+                "--{long}"
+            );
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The `wsgate` command line: `wsgate serve` (the default) and `wsgate token`.
+//!
+//! Each command's options are one clap struct: the parser, `--help` and the environment
+//! variables (`--max-connections` ↔ `WSGATE_MAX_CONNECTIONS`) all come from it, so the help
+//! cannot drift from what is accepted. Everything is checked before the server starts, and a
+//! bad value stops it with one line on stderr and exit code 2: a mistyped flag, a duration or
+//! size too large to use, an `--origins` entry no browser would send. A bad value found later,
+//! inside a connection, would cost every client instead of the one operator.
+
+mod args;
+mod values;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::FromArgMatches;
+use wsgate::auth::{Authenticator, JwtAuthenticator};
+use wsgate::jwt::{Claims, Key, KeyError, Verifier, unix_now};
+use wsgate::{Config, RejectMode, Server};
+
+use args::{Cli, Command, ServeArgs, Switch, TokenArgs, command, one_line};
+
+/// A usage or configuration error: one line for the user, exit code 2.
+struct Usage(String);
+
+impl<E: fmt::Display> From<E> for Usage {
+    fn from(e: E) -> Usage {
+        Usage(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if args.is_empty() {
+        args.push("wsgate".into());
+    }
+    // `wsgate [OPTIONS]` is `wsgate serve [OPTIONS]`: serving is what the binary is for.
+    let serve_by_default = args.get(1).is_none_or(|first| {
+        first
+            .to_str()
+            .is_some_and(|a| a.starts_with('-') && !matches!(a, "-h" | "--help" | "-V" | "--version"))
+    });
+    if serve_by_default {
+        args.insert(1, "serve".into());
+    }
+    let name = match args[1].to_str() {
+        Some("serve") => "wsgate serve",
+        Some("token") => "wsgate token",
+        _ => "wsgate",
+    };
+    let cli = match command()
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
+        Ok(cli) => cli,
+        // `--help` and `--version`: not errors.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{name}: {}", one_line(&e, &args));
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve(*args),
+        Command::Token(args) => token(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Usage(message)) => {
+            eprintln!("{name}: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The primary secret: `--secret-file`, else `WSGATE_SECRET`, else `None`.
+fn secret(file: Option<&Path>) -> Result<Option<Vec<u8>>, Usage> {
+    if let Some(path) = file {
+        return read_secret(path).map(Some);
+    }
+    let Some(value) = std::env::var_os("WSGATE_SECRET") else {
+        return Ok(None);
+    };
+    let secret = without_newline(value.into_encoded_bytes());
+    if secret.is_empty() {
+        // More likely a deploy script that failed to fill it than a wish for dev mode: say
+        // so rather than guess.
+        return Err(Usage(
+            "WSGATE_SECRET is set but empty; unset it for dev mode".to_owned(),
+        ));
+    }
+    Ok(Some(secret))
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>, Usage> {
+    std::fs::read(path)
+        .map(without_newline)
+        .map_err(|e| Usage(format!("cannot read secret file {}: {e}", path.display())))
+}
+
+/// Drops one trailing `\n` or `\r\n`, the same from a file and from `WSGATE_SECRET`: editors
+/// and `echo` add one, and a secret must not depend on how it was delivered. Only one, so
+/// nothing else a secret was written with is silently changed.
+fn without_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    bytes
+}
+
+fn key(secret: &[u8], kid: Option<&str>) -> Result<Key, Usage> {
+    let key = match kid {
+        Some(kid) => Key::with_kid(kid, secret),
+        None => Key::new(secret),
+    };
+    key.map_err(|e| match e {
+        KeyError::TooShort { len } => Usage(format!(
+            "the secret is {len} bytes; HS256 needs at least 32 (try: openssl rand -hex 32)"
+        )),
+        other => Usage(other.to_string()),
+    })
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
+    let mut config = Config::default();
+    config.addr = args.addr;
+    let dev_mode = match secret(args.secret_file.as_deref())? {
+        Some(secret) => {
+            config.keys.push(key(&secret, args.kid.as_deref())?);
+            false
+        }
+        None => {
+            // Dev mode's key is random: an old key beside it means a secret went missing.
+            if !args.extra_key.is_empty() {
+                return Err(Usage(
+                    "--extra-key needs a primary secret (--secret-file or WSGATE_SECRET); without one this is dev mode"
+                        .to_owned(),
+                ));
+            }
+            if !config.addr.ip().is_loopback() {
+                return Err(Usage(format!(
+                    "dev mode (no secret given) listens on loopback only; set WSGATE_SECRET or --secret-file to listen on {}",
+                    config.addr
+                )));
+            }
+            config.keys.push(key(&random_secret()?, None)?);
+            // The demo page, its token helper, and close codes a browser script can read.
+            config.demo = true;
+            config.dev_tokens = true;
+            config.reject_with = RejectMode::Close;
+            true
+        }
+    };
+    for extra in &args.extra_key {
+        config.keys.push(key(&read_secret(&extra.path)?, Some(&extra.kid))?);
+    }
+    config.validation.issuer = args.issuer;
+    config.validation.audience = args.audience;
+    config.validation.leeway = args.leeway.0.as_secs();
+    if let Some(origins) = args.origins {
+        config.origins = origins;
+    }
+    if let Some(mode) = args.reject_with {
+        config.reject_with = mode.into();
+    }
+    config.protocols = args.protocols.0;
+    config.carriers.jwt_cookie = args.jwt_cookie;
+    config.carriers.session_cookie = args.session_cookie;
+    config.max_connections = args.max_connections;
+    config.handshake_timeout = args.handshake_timeout.0;
+    config.max_message_size = args.max_message_size;
+    config.rate_limit = args.rate_limit;
+    config.rate_burst = args.rate_burst;
+    config.ping_interval = args.ping_interval.0;
+    config.idle_timeout = args.idle_timeout.0;
+    config.room_buffer = args.room_buffer;
+    if let Some(demo) = args.demo {
+        config.demo = demo == Switch::On;
+    }
+    config.validate()?;
+
+    let verifier = Verifier::new(config.keys.clone(), config.validation.clone())?;
+    let redis = args.redis;
+    if redis.is_none() && args.session_redis_prefix.is_some() {
+        return Err(Usage("--session-redis-prefix needs --redis".to_owned()));
+    }
+    init_logging();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match redis {
+            None => run_server(config, JwtAuthenticator::new(verifier), dev_mode).await,
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                let prefix = args.session_redis_prefix.as_deref().unwrap_or("wsgate:session:");
+                let sessions = wsgate::relay::RedisSessionStore::new(&url, prefix)
+                    .map_err(|e| Usage(format!("--redis {url:?}: {e}")))?;
+                config.redis_url = Some(url);
+                run_server(config, JwtAuthenticator::with_sessions(verifier, sessions), dev_mode).await
+            }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => Err(Usage("--redis needs wsgate built with `--features redis`".to_owned())),
+        }
+    })
+}
+
+async fn run_server<A: Authenticator>(config: Config, authenticator: A, dev_mode: bool) -> Result<ExitCode, Usage> {
+    let primary = config.keys[0].clone();
+    let server = match Server::bind_with(config, authenticator).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("wsgate serve: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if dev_mode {
+        print_dev_banner(server.local_addr(), &primary);
+    }
+    server.run(shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The only place wsgate ever prints a token, and on purpose (PROTOCOL.md §6): dev mode's key is
+/// random and dies with the process, and this goes to stdout for the person who started it,
+/// never to the logs (stderr), which carry no token or query string anywhere.
+fn print_dev_banner(addr: SocketAddr, key: &Key) {
+    let jwt = key.sign(&Claims::new("alice", unix_now() + 3600));
+    println!("wsgate dev mode: no secret was given, so a random one was made; its tokens die with this process.");
+    println!("Listening on {addr} (loopback only).\n");
+    println!("A token for alice, valid for one hour:\n\n  {jwt}\n");
+    println!("Open the demo page: http://{addr}/\n");
+    println!("Or try:");
+    println!("  websocat 'ws://{addr}/ws/chat/lobby?token={jwt}'");
+    println!("  curl http://{addr}/healthz");
+    println!("  curl http://{addr}/metrics\n");
+    println!("Then send {{\"message\":\"hello\"}}. Stop with Ctrl-C.");
+}
+
+fn token(args: TokenArgs) -> Result<ExitCode, Usage> {
+    let secret = secret(args.secret_file.as_deref())?
+        .ok_or_else(|| Usage("no secret: set WSGATE_SECRET or --secret-file".to_owned()))?;
+    let key = key(&secret, args.kid.as_deref())?;
+    let now = unix_now();
+    // At most a year (MAX_DURATION), so it fits.
+    let ttl = i64::try_from(args.ttl.0.as_secs()).unwrap_or(i64::MAX);
+    let mut claims = Claims::new(&args.sub, now.saturating_add(ttl));
+    claims.iat = Some(now);
+    claims.rooms = args.rooms.map(|rooms| rooms.0);
+    claims.iss = args.issuer;
+    claims.aud = args.audience.into_iter().collect();
+    println!("{}", key.sign(&claims));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// 32 random bytes for dev mode, from the operating system.
+fn random_secret() -> Result<[u8; 32], Usage> {
+    let mut bytes = [0; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Usage(format!("no randomness for a dev-mode secret: {e}")))?;
+    Ok(bytes)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        // Without signal handlers the process still stops on SIGINT/SIGTERM, just not gracefully.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_trailing_newline_is_not_part_of_a_secret() {
+        assert_eq!(without_newline(b"abc\n".to_vec()), b"abc");
+        assert_eq!(without_newline(b"abc\r\n".to_vec()), b"abc");
+        assert_eq!(without_newline(b"abc\n\n".to_vec()), b"abc\n");
+        assert_eq!(without_newline(b"abc\r".to_vec()), b"abc\r");
+        assert_eq!(without_newline(b"abc ".to_vec()), b"abc ");
+    }
+}
