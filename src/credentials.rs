@@ -1,4 +1,4 @@
-//! Finding the credential in a request head (SPEC §2).
+//! Finding the credential in a request head (PROTOCOL.md §2).
 //!
 //! Five carriers, checked in a fixed order; the first one present is the one used, explicit
 //! before ambient:
@@ -152,7 +152,7 @@ impl Default for Carriers {
 }
 
 impl Carriers {
-    /// The credential of `head`, from the first carrier present (SPEC §2 order), or
+    /// The credential of `head`, from the first carrier present (PROTOCOL.md §2 order), or
     /// `Ok(None)` when there is none.
     pub fn find(&self, head: &RequestHead) -> Result<Option<Credential>, CredentialError> {
         if let Some(token) = bearer_header(head)? {

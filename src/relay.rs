@@ -1,4 +1,4 @@
-//! Rooms across several nodes through Redis pub/sub, and sessions kept in Redis (SPEC §8).
+//! Rooms across several nodes through Redis pub/sub, and sessions kept in Redis (PROTOCOL.md §8).
 //!
 //! Each node keeps its rooms exactly as a single node does; the relay adds a second path for
 //! room traffic. A node subscribes to a room's channel (`wsgate:room:{room}`) when its first
@@ -162,6 +162,7 @@ async fn publish_loop(
             batch.clear();
             continue;
         };
+        let sent = batch.len() as u64;
         let mut pipe = redis::pipe();
         for (room, text) in batch.drain(..) {
             pipe.cmd("PUBLISH")
@@ -170,13 +171,22 @@ async fn publish_loop(
                 .ignore();
         }
         if let Err(e) = bounded(pipe.query_async::<()>(conn)).await {
+            // The whole batch may be lost: count it, so the loss is visible.
             warn!(error = %e, "publishing to redis failed");
+            metrics.relay_dropped(sent);
             connection = None;
         }
     }
 }
 
 /// Keeps a subscription per local room and hands what other nodes publish to local members.
+///
+/// The outer loop is one connection's life: connect, subscribe every room that has local
+/// members *now* (the registry is the truth, not the commands that queued while down), then
+/// serve commands and publications until the link breaks. Then it tells every local room
+/// (`lagged`, `missed: null`), waits with exponential backoff (100 ms doubling to 5 s, so a
+/// Redis that restarts is not hammered by every node at once) and starts over. It ends when
+/// the rooms are dropped, i.e. when the server stops.
 async fn subscribe_loop(
     client: redis::Client,
     node_id: String,
@@ -202,6 +212,9 @@ async fn subscribe_loop(
                 }
                 ever_up = true;
                 up = true;
+                // One task owns the subscription: commands (join/leave of a room's first or last
+                // local member) and publications interleave here, so a subscribe can never race
+                // an unsubscribe of the same room.
                 loop {
                     tokio::select! {
                         command = commands.recv() => {

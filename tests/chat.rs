@@ -1,4 +1,4 @@
-//! SPEC §5 over real sockets: messages, events, errors, limits, lag, expiry, keep-alive and
+//! PROTOCOL.md §5 over real sockets: messages, events, errors, limits, lag, expiry, keep-alive and
 //! shutdown.
 
 mod common;

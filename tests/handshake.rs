@@ -1,4 +1,4 @@
-//! SPEC §1, §2 and §4 over real sockets: routes, every credential carrier end to end, the
+//! PROTOCOL.md §1, §2 and §4 over real sockets: routes, every credential carrier end to end, the
 //! precedence between them, origin policy, rejections and their headers, limits.
 
 mod common;

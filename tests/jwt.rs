@@ -43,7 +43,7 @@ fn rfc7515_appendix_a1_example() {
     let verifier = Verifier::new(vec![key], Validation::default()).unwrap();
 
     // Before `exp`, signature, header and time all pass; the only complaint left is the `sub`
-    // that SPEC §3 requires and the RFC example does not carry.
+    // that PROTOCOL.md §3 requires and the RFC example does not carry.
     assert_eq!(
         verifier.verify_at(token, 1_300_819_000),
         Err(JwtError::MissingClaim("sub"))

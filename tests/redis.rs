@@ -1,4 +1,4 @@
-//! Several nodes through a real Redis (SPEC §8): each test starts its own `redis-server` on a
+//! Several nodes through a real Redis (PROTOCOL.md §8): each test starts its own `redis-server` on a
 //! free port. Run with `cargo test --features redis`.
 #![cfg(feature = "redis")]
 
