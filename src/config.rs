@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::credentials::Carriers;
 use crate::jwt::{Key, Validation};
 use crate::origin::OriginPolicy;
+use crate::room::RoomSettings;
 
 /// The longest duration a setting may have. Timers are computed as "now + duration", which
 /// overflows (and panics) for absurd values; a year is far beyond any sensible setting.
@@ -62,11 +63,22 @@ pub struct Config {
     pub protocols: Vec<String>,
     /// HTTP status or close code for authentication failures. Default HTTP.
     pub reject_with: RejectMode,
-    /// Open sockets (handshaking or upgraded) at most; past it new ones get `503`.
-    /// Default 10,000.
+    /// Upgraded connections at most; past it new upgrades get `503`. Default 10,000.
     pub max_connections: usize,
-    /// A request head must arrive within this, or the socket is dropped (slowloris).
-    /// Default 10 s.
+    /// Sockets not yet admitted (reading their head, being authenticated, being refused) at
+    /// most. When full, a new socket evicts the oldest one still reading its head, so silent
+    /// sockets cannot keep honest clients out. Default 1,024.
+    pub max_pending: usize,
+    /// Open connections one identity (`sub`) may hold on this node; more get `429`.
+    /// Default 32.
+    pub max_connections_per_user: usize,
+    /// Connects per second one identity may make on this node, on average; more get `429`.
+    /// Default 2.
+    pub user_connect_rate: u32,
+    /// Connects one identity may make in a burst above that rate. Default 32.
+    pub user_connect_burst: u32,
+    /// The request head must arrive, and be decided, within this; else the socket is
+    /// dropped (slowloris) or refused. Default 10 s.
     pub handshake_timeout: Duration,
     /// Largest message a client may send, in bytes; larger closes with `1009`. Default 64 KiB.
     pub max_message_size: usize,
@@ -74,6 +86,9 @@ pub struct Config {
     pub rate_limit: u32,
     /// Messages a connection may send in a burst above the average. Default 100.
     pub rate_burst: u32,
+    /// A connection that takes none of our writes for this long is closed with `1008`.
+    /// Default 10 s.
+    pub write_timeout: Duration,
     /// An idle connection is pinged this often. Default 20 s.
     pub ping_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed. Default 60 s.
@@ -81,6 +96,12 @@ pub struct Config {
     /// Messages a room buffers for its slowest member before that member is told it lagged.
     /// Also the most payloads a room keeps alive. Default 256.
     pub room_buffer: usize,
+    /// Bytes of messages all rooms together may hold for slow members; one room may hold an
+    /// eighth of it. Past either, the oldest messages go and the slowest members lag.
+    /// Default 64 MiB.
+    pub max_queued_bytes: usize,
+    /// Above this many members a room no longer announces `join` and `leave`. Default 100.
+    pub presence_limit: usize,
     /// Serve the demo page at `/`. Default off; dev mode turns it on.
     pub demo: bool,
     /// Mint tokens at `GET /dev/token?sub=NAME` with the primary key, for loopback clients
@@ -104,13 +125,20 @@ impl Default for Config {
             protocols: vec!["chat".to_owned()],
             reject_with: RejectMode::default(),
             max_connections: 10_000,
+            max_pending: 1024,
+            max_connections_per_user: 32,
+            user_connect_rate: 2,
+            user_connect_burst: 32,
             handshake_timeout: Duration::from_secs(10),
             max_message_size: 64 * 1024,
             rate_limit: 50,
             rate_burst: 100,
+            write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             room_buffer: 256,
+            max_queued_bytes: 64 << 20,
+            presence_limit: 100,
             demo: false,
             dev_tokens: false,
             #[cfg(feature = "redis")]
@@ -147,19 +175,35 @@ impl Config {
         self
     }
 
+    /// The rooms' part of the settings.
+    pub fn room_settings(&self) -> RoomSettings {
+        RoomSettings {
+            buffer: self.room_buffer,
+            room_queued_bytes: self.max_queued_bytes / 8,
+            max_queued_bytes: self.max_queued_bytes,
+            presence_limit: self.presence_limit,
+        }
+    }
+
     /// Checks the limits are usable. Keys are checked when they are made ([`Key::new`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |why: &str| Err(ConfigError(why.to_owned()));
-        if self.max_connections == 0 {
-            return fail("max connections must be at least 1");
+        if self.max_connections == 0 || self.max_pending == 0 || self.max_connections_per_user == 0 {
+            return fail("max connections, max pending and max connections per user must be at least 1");
         }
-        if self.handshake_timeout.is_zero() || self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
+        if self.user_connect_rate == 0 || self.user_connect_burst == 0 {
+            return fail("user connect rate and burst must be at least 1");
+        }
+        let durations = [
+            self.handshake_timeout,
+            self.write_timeout,
+            self.ping_interval,
+            self.idle_timeout,
+        ];
+        if durations.iter().any(Duration::is_zero) {
             return fail("timeouts and intervals must be greater than zero");
         }
-        if [self.handshake_timeout, self.ping_interval, self.idle_timeout]
-            .iter()
-            .any(|d| *d > MAX_DURATION)
-        {
+        if durations.iter().any(|d| *d > MAX_DURATION) {
             return fail("timeouts and intervals must be at most 365 days");
         }
         if self.idle_timeout <= self.ping_interval {
@@ -175,6 +219,9 @@ impl Config {
         }
         if self.room_buffer == 0 || self.room_buffer > 1 << 16 {
             return fail("room buffer must be 1 to 65536 messages");
+        }
+        if self.max_queued_bytes < 8 * self.max_message_size {
+            return fail("max queued bytes must be at least 8 times the max message size (a room holds an eighth)");
         }
         if self
             .protocols

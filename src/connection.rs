@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::auth::Identity;
+use crate::bucket::TokenBucket;
 use crate::close::Close;
 use crate::config::Config;
 use crate::jwt::unix_now;
@@ -66,6 +66,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         let shutting_down = shutdown.wait();
         tokio::pin!(expired, shutting_down);
 
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         let close = loop {
             tokio::select! {
                 _ = &mut shutting_down => break Some(Close::Shutdown.frame()),
@@ -105,15 +106,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         break None;
                     }
                 }
-                received = self.membership.receiver.recv() => {
-                    // Nested select: a write to a client that has stopped reading can wait a
-                    // long time, and shutdown must not wait with it.
-                    let delivery = timeout(config.idle_timeout, self.deliver(received));
+                missed = self.membership.recv(&mut batch, MAX_BATCH) => {
+                    // Nested select: a write to a client that has stopped reading can wait up
+                    // to the write timeout, and shutdown must not wait with it.
+                    let delivery = timeout(config.write_timeout, self.deliver(missed, &mut batch));
                     tokio::select! {
                         result = delivery => match result {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break None,
-                            // The client has taken nothing for a whole idle timeout.
+                            // The client has taken none of our bytes for the write timeout:
+                            // close it rather than hold its share of memory any longer.
                             Err(_) => break Some(Close::NotReading.frame()),
                         },
                         _ = &mut shutting_down => break Some(Close::Shutdown.frame()),
@@ -149,44 +151,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
     }
 
-    /// Writes `first` and whatever else is already waiting (up to [`MAX_BATCH`]), then
-    /// flushes once. A lag becomes a `lagged` notice in its place in the stream.
-    async fn deliver(&mut self, first: Result<Message, RecvError>) -> Result<(), WsError> {
-        let mut next = Some(first);
-        let mut delivered = 0;
-        let mut batch = 0;
-        while let Some(item) = next.take() {
-            match item {
-                Ok(message) => {
-                    self.ws.feed(message).await?;
-                    delivered += 1;
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    self.metrics.lagged(missed);
-                    self.ws.feed(messages::lagged(Some(missed))).await?;
-                }
-                // Cannot happen while we hold a sender; nothing to deliver either way.
-                Err(RecvError::Closed) => break,
-            }
-            batch += 1;
-            if batch < MAX_BATCH {
-                next = match self.membership.receiver.try_recv() {
-                    Ok(message) => Some(Ok(message)),
-                    Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => None,
-                };
-            }
+    /// Writes a `lagged` notice for `missed` messages (in their place in the stream), then
+    /// `batch`, then flushes once.
+    async fn deliver(&mut self, missed: u64, batch: &mut Vec<Message>) -> Result<(), WsError> {
+        if missed > 0 {
+            self.metrics.lagged(missed);
+            self.ws.feed(messages::lagged(Some(missed))).await?;
+        }
+        let delivered = batch.len() as u64;
+        for message in batch.drain(..) {
+            self.ws.feed(message).await?;
         }
         self.ws.flush().await?;
         self.metrics.delivered(delivered);
         Ok(())
     }
 
-    /// Sends one message; `false` if the connection is unusable or stalled past the idle
+    /// Sends one message; `false` if the connection is unusable or stalled past the write
     /// timeout.
     async fn write(&mut self, message: Message) -> bool {
         matches!(
-            timeout(self.config.idle_timeout, self.ws.send(message)).await,
+            timeout(self.config.write_timeout, self.ws.send(message)).await,
             Ok(Ok(()))
         )
     }
@@ -233,35 +218,4 @@ const YEAR: Duration = Duration::from_secs(86_400 * 365);
 
 fn far_future() -> Instant {
     Instant::now() + YEAR
-}
-
-/// A token bucket: `rate` messages per second on average, `burst` at once.
-struct TokenBucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32, burst: u32) -> TokenBucket {
-        TokenBucket {
-            tokens: f64::from(burst),
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }

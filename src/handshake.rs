@@ -34,6 +34,9 @@ impl Upgrade {
         if !head.is_http11() {
             return bad("a WebSocket upgrade needs HTTP/1.1");
         }
+        if head.host().is_none() {
+            return bad("exactly one Host header is required (RFC 9112 section 3.2)");
+        }
         if !head.list("upgrade").any(|t| t.eq_ignore_ascii_case("websocket")) {
             return bad("expected Upgrade: websocket");
         }

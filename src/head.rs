@@ -50,6 +50,9 @@ pub struct RequestHead {
     method: String,
     path: String,
     query: Option<String>,
+    /// The authority of an absolute-form target (`GET http://host/path`), which stands in for
+    /// `Host` (RFC 9112 §3.2.2).
+    authority: Option<String>,
     minor_version: u8,
     headers: Vec<(String, String)>,
 }
@@ -86,10 +89,7 @@ impl RequestHead {
         let method = request.method.unwrap_or_default().to_owned();
         let target = request.path.unwrap_or_default();
         let minor_version = request.version.unwrap_or_default();
-        // Only origin-form ("/path?query"): absolute-form is for proxies.
-        if !target.starts_with('/') {
-            return Err(HeadError::Malformed("request target must start with /"));
-        }
+        let (authority, target) = split_target(target)?;
         let (path, query) = match target.split_once('?') {
             Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
             None => (target.to_owned(), None),
@@ -108,6 +108,7 @@ impl RequestHead {
                 method,
                 path,
                 query,
+                authority,
                 minor_version,
                 headers,
             },
@@ -129,6 +130,19 @@ impl RequestHead {
     /// log it.
     pub fn query(&self) -> Option<&str> {
         self.query.as_deref()
+    }
+
+    /// The host the request is for: the authority of an absolute-form target, else the `Host`
+    /// header. `None` when there is not exactly one non-empty `Host` header, which RFC 9112
+    /// §3.2 requires of every HTTP/1.1 request: with two, a proxy and this server could each
+    /// believe a different one, and the same-origin check would compare against a guess.
+    pub fn host(&self) -> Option<&str> {
+        let mut hosts = self.headers("host");
+        let host = match (hosts.next().map(str::trim), hosts.next()) {
+            (Some(host), None) if !host.is_empty() => host,
+            _ => return None,
+        };
+        Some(self.authority.as_deref().unwrap_or(host))
     }
 
     /// `true` for HTTP/1.1, the only version a WebSocket upgrade may use (RFC 6455 §4.1).
@@ -159,5 +173,35 @@ impl RequestHead {
             .flat_map(|v| v.split(','))
             .map(|e| e.trim_matches([' ', '\t']))
             .filter(|e| !e.is_empty())
+    }
+}
+
+/// Splits a request target into the authority of an absolute-form target, if any, and the
+/// origin-form rest (`/path?query`). Other forms (`*`, authority-form) are refused: they are
+/// for `OPTIONS` and `CONNECT`, which no route here answers.
+fn split_target(target: &str) -> Result<(Option<String>, &str), HeadError> {
+    if target.starts_with('/') {
+        return Ok((None, target));
+    }
+    let rest = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .find_map(|scheme| {
+            let prefix = target.get(..scheme.len())?;
+            prefix.eq_ignore_ascii_case(scheme).then(|| &target[scheme.len()..])
+        })
+        .ok_or(HeadError::Malformed(
+            "request target must be /path or an absolute http URL",
+        ))?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(HeadError::Malformed(
+            "absolute request target needs a host and no userinfo",
+        ));
+    }
+    match path {
+        "" => Ok((Some(authority.to_owned()), "/")),
+        _ if path.starts_with('?') => Err(HeadError::Malformed("absolute request target needs a path before ?")),
+        _ => Ok((Some(authority.to_owned()), path)),
     }
 }

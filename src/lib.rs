@@ -18,6 +18,8 @@
 //! - [`gate`]: **the decision**, from request head to admission, in one ordered function;
 //! - [`messages`] (private), [`room`], [`metrics`]: the JSON frames, rooms and fan-out,
 //!   counters;
+//! - `bucket`, `throttle`, `pending`, `identities` (private): rate limits, log throttling,
+//!   the budget of sockets not yet admitted, per-identity limits;
 //! - `connection`, `routes`, `shutdown` (private): one client's loop, the plain-HTTP
 //!   endpoints, stopping;
 //! - [`server`]: the accept loop that ties them together;
@@ -29,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod bucket;
 pub mod close;
 pub mod config;
 mod connection;
@@ -37,10 +40,12 @@ pub mod gate;
 pub mod handshake;
 pub mod head;
 pub mod http;
+mod identities;
 pub mod jwt;
 mod messages;
 pub mod metrics;
 pub mod origin;
+mod pending;
 pub mod rejection;
 #[cfg(feature = "redis")]
 pub mod relay;
@@ -48,6 +53,7 @@ pub mod room;
 mod routes;
 pub mod server;
 mod shutdown;
+mod throttle;
 
 pub use config::{Config, RejectMode};
 pub use origin::OriginPolicy;

@@ -11,6 +11,17 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::rejection::{Outcome, Reason, Rejection};
 
+/// Values `/metrics` reads from the rooms and budgets rather than from counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Rooms with at least one member.
+    pub rooms_active: usize,
+    /// Sockets not yet admitted.
+    pub pending_sockets: usize,
+    /// Bytes queued in rooms for members.
+    pub queued_bytes: usize,
+}
+
 /// The server's counters. Shared by reference; every method takes `&self`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -115,8 +126,9 @@ impl Metrics {
         self.messages_delivered.load(Relaxed)
     }
 
-    /// The Prometheus text exposition (format 0.0.4) of every counter, plus `rooms_active`.
-    pub fn render(&self, rooms_active: usize) -> String {
+    /// The Prometheus text exposition (format 0.0.4) of every counter, plus the gauges the
+    /// server reads from elsewhere.
+    pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(2048);
         describe(
             &mut out,
@@ -172,7 +184,21 @@ impl Metrics {
             "gauge",
             "Rooms with at least one member.",
         );
-        let _ = writeln!(out, "wsgate_rooms_active {rooms_active}");
+        let _ = writeln!(out, "wsgate_rooms_active {}", gauges.rooms_active);
+        describe(
+            &mut out,
+            "wsgate_pending_sockets",
+            "gauge",
+            "Sockets accepted but not yet admitted (reading a head, being decided or refused).",
+        );
+        let _ = writeln!(out, "wsgate_pending_sockets {}", gauges.pending_sockets);
+        describe(
+            &mut out,
+            "wsgate_queued_bytes",
+            "gauge",
+            "Bytes of messages rooms hold for members that have not read them yet.",
+        );
+        let _ = writeln!(out, "wsgate_queued_bytes {}", gauges.queued_bytes);
         let redis_up = self.redis_up.load(Relaxed);
         if redis_up >= 0 {
             describe(

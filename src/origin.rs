@@ -46,7 +46,7 @@ impl OriginPolicy {
         let mut origins = head.headers("origin");
         match (origins.next(), origins.next()) {
             (Some(_), Some(_)) => Err(Rejection::OriginNotAllowed("more than one Origin header".into())),
-            (Some(origin), None) if self.allows(origin, head.header("host"), ambient) => Ok(()),
+            (Some(origin), None) if self.allows(origin, head.host(), ambient) => Ok(()),
             (Some(_), None) => Err(Rejection::OriginNotAllowed("origin not allowed".into())),
             (None, _) if ambient => Err(Rejection::OriginNotAllowed(
                 "cookie credentials require an allowed Origin".into(),

@@ -42,6 +42,9 @@ pub enum Rejection {
     /// The `Origin` is not allowed: `403`, as HTTP even in close mode (a page on another
     /// site is not a user who needs a readable close code).
     OriginNotAllowed(Cow<'static, str>),
+    /// Too many connections, or connects, for this identity on this node: `429` with
+    /// `Retry-After`; close mode `4429`.
+    TooMany(Cow<'static, str>),
     /// Connection limit reached: `503` with `Retry-After`.
     Overloaded,
     /// A service the decision depends on (a session store) failed: `503`.
@@ -72,11 +75,12 @@ pub enum Reason {
     Forbidden,
     Overloaded,
     Unavailable,
+    TooMany,
 }
 
 impl Reason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`, checked by a test).
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::NotFound,
         Reason::MethodNotAllowed,
         Reason::BadRequest,
@@ -94,6 +98,7 @@ impl Reason {
         Reason::Forbidden,
         Reason::Overloaded,
         Reason::Unavailable,
+        Reason::TooMany,
     ];
 
     /// The label text.
@@ -116,12 +121,13 @@ impl Reason {
             Reason::Forbidden => "forbidden",
             Reason::Overloaded => "overloaded",
             Reason::Unavailable => "unavailable",
+            Reason::TooMany => "too_many_for_identity",
         }
     }
 }
 
 // A variant added to `Reason` but not to `ALL` fails to compile here (or the order test).
-const _: () = assert!(Reason::ALL.len() == Reason::Unavailable as usize + 1);
+const _: () = assert!(Reason::ALL.len() == Reason::TooMany as usize + 1);
 
 /// The `result` label of `wsgate_handshakes_total`: what the handshake came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +140,7 @@ pub enum Outcome {
     Forbidden,
     /// `400`, `404`, `405`, `431`: not a request we could act on.
     BadRequest,
-    /// `503`: no room for it now.
+    /// `429` or `503`: no room for it now.
     Overloaded,
 }
 
@@ -206,6 +212,12 @@ impl Rejection {
             }
             Rejection::Forbidden(_) => row(S::FORBIDDEN, O::Forbidden, Some(close::FORBIDDEN), Extra::None),
             Rejection::OriginNotAllowed(_) => row(S::FORBIDDEN, O::Forbidden, None, Extra::None),
+            Rejection::TooMany(_) => row(
+                S::TOO_MANY_REQUESTS,
+                O::Overloaded,
+                Some(close::TOO_MANY),
+                Extra::RetryAfter,
+            ),
             Rejection::Overloaded => row(S::SERVICE_UNAVAILABLE, O::Overloaded, None, Extra::RetryAfter),
             Rejection::Unavailable(_) => row(S::SERVICE_UNAVAILABLE, O::Overloaded, None, Extra::RetryAfter),
         }
@@ -276,6 +288,7 @@ impl Rejection {
             },
             Rejection::InvalidCredential(_) => Reason::InvalidCredential,
             Rejection::Forbidden(_) | Rejection::OriginNotAllowed(_) => Reason::Forbidden,
+            Rejection::TooMany(_) => Reason::TooMany,
             Rejection::Overloaded => Reason::Overloaded,
             Rejection::Unavailable(_) => Reason::Unavailable,
         }
@@ -294,6 +307,7 @@ impl fmt::Display for Rejection {
             Rejection::InvalidToken(e) => write!(f, "{e}"),
             Rejection::InvalidCredential(why) => write!(f, "{why}"),
             Rejection::Forbidden(why) | Rejection::OriginNotAllowed(why) => write!(f, "forbidden: {why}"),
+            Rejection::TooMany(why) => write!(f, "{why}, retry later"),
             Rejection::Overloaded => write!(f, "too many connections, retry later"),
             Rejection::Unavailable(why) => write!(f, "service unavailable: {why}"),
         }

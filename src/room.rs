@@ -1,36 +1,53 @@
 //! Rooms: a registry that creates a room on its first join and frees it on its last leave,
 //! and the fan-out of one message to every member.
 //!
-//! Each room is a `tokio::sync::broadcast` channel of ready-to-send WebSocket messages. A
-//! message is serialized once; every member receives a clone of the same `Message`, which is
-//! a reference-count bump, not a copy.
+//! Each room is a ring of ready-to-send WebSocket messages with a sequence number each. A
+//! message is serialized once; every member reads a clone of the same `Message`, which is a
+//! reference-count bump, not a copy. Each member keeps its own cursor into the ring and is
+//! woken through a `watch` channel that carries the newest sequence number.
 //!
-//! A member that cannot keep up never holds the others back: the channel keeps the last
-//! `room_buffer` messages, and a receiver that falls further behind is told by the channel
-//! exactly how many it missed (`RecvError::Lagged(n)`), which the connection passes on to the
-//! client as `{"type":"lagged","missed":n}`. Memory per room is bounded by that buffer.
+//! A member that cannot keep up never holds the others back: the ring keeps the last
+//! `room_buffer` messages, and a member that falls further behind learns exactly how many it
+//! missed, which the connection passes on as `{"type":"lagged","missed":n}`. Nothing is
+//! dropped silently.
+//!
+//! **Memory is bounded in bytes, not only in messages.** A ring of 256 messages of 64 KiB
+//! would hold 16 MiB for one member that never reads. So a ring also gives up its oldest
+//! messages when it holds more than its share of bytes (`room_queued_bytes`) or when every
+//! room together holds more than `max_queued_bytes`: the slowest members then lag, and memory
+//! stays within the budget (plus the newest message of each room, which is always kept).
 //!
 //! ```
-//! use wsgate::room::Rooms;
+//! use wsgate::room::{RoomSettings, Rooms};
 //!
-//! let rooms = Rooms::new(16);
+//! let rooms = Rooms::new(RoomSettings::default());
 //! let mut alice = rooms.join("lobby", "alice");
 //! let bob = rooms.join("lobby", "bob");
 //! assert_eq!(rooms.active(), 1);
 //! // Alice hears Bob arrive.
-//! assert!(alice.receiver.try_recv().unwrap().to_text().unwrap().contains(r#""type":"join""#));
+//! let mut got = Vec::new();
+//! assert_eq!(alice.try_take(&mut got, 8), 0);
+//! assert!(got[0].to_text().unwrap().contains(r#""type":"join""#));
 //! drop((alice, bob));
 //! assert_eq!(rooms.active(), 0);
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::broadcast;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::bucket::TokenBucket;
 use crate::messages;
 use crate::rejection::Rejection;
+
+/// Presence notices (`join`/`leave`) a room sends per second on average, and in a burst.
+/// Churn beyond that is not announced: presence is a courtesy, chat messages are not.
+const PRESENCE_RATE: u32 = 10;
+const PRESENCE_BURST: u32 = 50;
 
 /// The most characters a room name may have.
 pub const MAX_NAME_LEN: usize = 64;
@@ -49,6 +66,30 @@ pub fn check_name(room: &str) -> Result<(), Rejection> {
     }
 }
 
+/// How rooms buffer and announce; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomSettings {
+    /// Messages a room keeps for its slowest member. Default 256.
+    pub buffer: usize,
+    /// Bytes one room's ring may hold. Default 8 MiB.
+    pub room_queued_bytes: usize,
+    /// Bytes every room's ring together may hold. Default 64 MiB.
+    pub max_queued_bytes: usize,
+    /// Above this many members, `join` and `leave` are no longer announced. Default 100.
+    pub presence_limit: usize,
+}
+
+impl Default for RoomSettings {
+    fn default() -> RoomSettings {
+        RoomSettings {
+            buffer: 256,
+            room_queued_bytes: 8 << 20,
+            max_queued_bytes: 64 << 20,
+            presence_limit: 100,
+        }
+    }
+}
+
 /// The registry of rooms. Cloning gives another handle to the same rooms.
 #[derive(Clone)]
 pub struct Rooms {
@@ -64,9 +105,10 @@ impl std::fmt::Debug for Rooms {
 }
 
 struct Inner {
-    rooms: Mutex<HashMap<String, Room>>,
-    /// Per-room broadcast capacity: how far a member may fall behind before it lags.
-    buffer: usize,
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    settings: RoomSettings,
+    /// Bytes held by every ring together.
+    queued: AtomicUsize,
     /// Where room traffic also goes when rooms span several nodes.
     bridge: Option<Arc<dyn Bridge>>,
 }
@@ -82,12 +124,22 @@ pub(crate) trait Bridge: Send + Sync {
     fn publish(&self, room: &str, message: &Message);
 }
 
-#[derive(Debug)]
 struct Room {
-    sender: broadcast::Sender<Message>,
-    /// Counted by us rather than `receiver_count()` so that join and leave, which take the
-    /// registry lock, decide alone when a room is created and removed.
+    state: Mutex<RoomState>,
+    /// The sequence number the next message will get; members wait on it.
+    newest: watch::Sender<u64>,
+}
+
+struct RoomState {
+    /// The last messages, oldest first, with consecutive sequence numbers.
+    ring: VecDeque<(u64, Message)>,
+    /// Payload bytes in `ring`.
+    bytes: usize,
+    next_seq: u64,
+    /// Counted by us, under the registry lock, so join and leave alone decide when a room is
+    /// created and removed.
     members: usize,
+    presence: TokenBucket,
 }
 
 /// See [`Rooms::downgrade`].
@@ -104,55 +156,76 @@ impl WeakRooms {
 
 /// One member's place in a room. Dropping it leaves the room (telling the others) and frees
 /// the room if it was the last member.
-#[derive(Debug)]
 pub struct Membership {
-    /// Everything sent to the room from the moment of joining.
-    pub receiver: broadcast::Receiver<Message>,
-    sender: broadcast::Sender<Message>,
+    room: Arc<Room>,
+    /// The sequence number of the next message this member reads.
+    cursor: u64,
+    newest: watch::Receiver<u64>,
     rooms: Rooms,
-    room: String,
+    name: String,
     username: String,
 }
 
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("room", &self.name)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Rooms {
-    /// An empty registry whose rooms buffer `buffer` messages each.
-    pub fn new(buffer: usize) -> Rooms {
-        Rooms::with_bridge(buffer, None)
+    /// An empty registry.
+    pub fn new(settings: RoomSettings) -> Rooms {
+        Rooms::with_bridge(settings, None)
     }
 
-    pub(crate) fn with_bridge(buffer: usize, bridge: Option<Arc<dyn Bridge>>) -> Rooms {
+    pub(crate) fn with_bridge(settings: RoomSettings, bridge: Option<Arc<dyn Bridge>>) -> Rooms {
         let inner = Inner {
             rooms: Mutex::new(HashMap::new()),
-            buffer: buffer.max(1),
+            settings: RoomSettings {
+                buffer: settings.buffer.max(1),
+                ..settings
+            },
+            queued: AtomicUsize::new(0),
             bridge,
         };
         Rooms { inner: Arc::new(inner) }
     }
 
-    /// Joins `room` as `username`; the other members get a `join` event, the joiner does not.
+    /// Joins `room` as `username`; the other members get a `join` event (unless the room is
+    /// past the presence limit or churning), the joiner does not.
     pub fn join(&self, room: &str, username: &str) -> Membership {
         let mut rooms = self.lock();
-        let entry = rooms.entry(room.to_owned()).or_insert_with(|| {
+        let entry = rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| {
+                if let Some(bridge) = &self.inner.bridge {
+                    bridge.opened(room);
+                }
+                Arc::new(Room::new())
+            })
+            .clone();
+        let mut state = entry.lock();
+        state.members += 1;
+        if self.announce(&mut state) {
+            let join = messages::presence(true, room, username);
             if let Some(bridge) = &self.inner.bridge {
-                bridge.opened(room);
+                bridge.publish(room, &join);
             }
-            Room {
-                sender: broadcast::channel(self.inner.buffer).0,
-                members: 0,
-            }
-        });
-        entry.members += 1;
-        let join = messages::presence(true, room, username);
-        if let Some(bridge) = &self.inner.bridge {
-            bridge.publish(room, &join);
+            // Pushed before the cursor is taken, so the joiner does not get its own join.
+            self.push(&entry, &mut state, join);
         }
-        // Sent before subscribing, so the joiner's own receiver does not get it.
-        let _ = entry.sender.send(join);
+        let cursor = state.next_seq;
+        drop(state);
+        let newest = entry.newest.subscribe();
         Membership {
-            receiver: entry.sender.subscribe(),
-            sender: entry.sender.clone(),
+            room: entry,
+            cursor,
+            newest,
             rooms: self.clone(),
-            room: room.to_owned(),
+            name: room.to_owned(),
             username: username.to_owned(),
         }
     }
@@ -160,6 +233,11 @@ impl Rooms {
     /// Rooms with at least one member.
     pub fn active(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Bytes of messages held for members, in every room.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued.load(Relaxed)
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -172,9 +250,11 @@ impl Rooms {
     /// Delivers `message` to the local members of `room`, if it has any; it is not passed on
     /// to the bridge (it came from there).
     pub(crate) fn deliver_local(&self, room: &str, message: Message) {
-        if let Some(entry) = self.lock().get(room) {
-            let _ = entry.sender.send(message);
-        }
+        let Some(entry) = self.lock().get(room).cloned() else {
+            return;
+        };
+        let mut state = entry.lock();
+        self.push(&entry, &mut state, message);
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -184,46 +264,140 @@ impl Rooms {
         WeakRooms(Arc::downgrade(&self.inner))
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+    /// Whether a presence notice goes out now: small rooms only, and not faster than the
+    /// room's presence rate.
+    fn announce(&self, state: &mut RoomState) -> bool {
+        state.members <= self.inner.settings.presence_limit && state.presence.take(Instant::now())
+    }
+
+    /// Appends `message` to the room's ring, gives up the oldest messages while the ring is
+    /// over any of its limits, and wakes the members.
+    fn push(&self, room: &Room, state: &mut RoomState, message: Message) {
+        let settings = &self.inner.settings;
+        let size = message.len();
+        state.ring.push_back((state.next_seq, message));
+        state.next_seq += 1;
+        state.bytes += size;
+        let mut queued = self.inner.queued.fetch_add(size, Relaxed) + size;
+        // The newest message is always kept, so a member never misses what was just sent
+        // unless it is already behind.
+        while state.ring.len() > 1
+            && (state.ring.len() > settings.buffer
+                || state.bytes > settings.room_queued_bytes
+                || queued > settings.max_queued_bytes)
+        {
+            let (_, oldest) = state.ring.pop_front().expect("the ring holds more than one message");
+            state.bytes -= oldest.len();
+            queued = self.inner.queued.fetch_sub(oldest.len(), Relaxed) - oldest.len();
+        }
+        room.newest.send_replace(state.next_seq);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Room>>> {
         // Nothing panics while holding this lock; if something ever did, the map is still
         // consistent enough to keep serving.
         self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
+impl Room {
+    fn new() -> Room {
+        Room {
+            state: Mutex::new(RoomState {
+                ring: VecDeque::new(),
+                bytes: 0,
+                next_seq: 1,
+                members: 0,
+                presence: TokenBucket::new(PRESENCE_RATE, PRESENCE_BURST),
+            }),
+            newest: watch::Sender::new(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // As for the registry: every statement leaves the state consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Membership {
     /// The room's name.
     pub fn room(&self) -> &str {
-        &self.room
+        &self.name
     }
 
     /// Sends `message` to every member, this one included. The same bytes go to all.
     pub fn broadcast(&self, message: Message) {
         if let Some(bridge) = &self.rooms.inner.bridge {
-            bridge.publish(&self.room, &message);
+            bridge.publish(&self.name, &message);
         }
-        // Err only means no receiver is left, which cannot happen while `self` holds one.
-        let _ = self.sender.send(message);
+        let mut state = self.room.lock();
+        self.rooms.push(&self.room, &mut state, message);
+    }
+
+    /// Waits until there is something to read, then moves up to `max` messages into `out`.
+    /// Returns how many messages this member missed just before them (0 when none): they
+    /// had already left the ring.
+    ///
+    /// Cancel-safe: nothing is taken unless it is returned.
+    pub async fn recv(&mut self, out: &mut Vec<Message>, max: usize) -> u64 {
+        loop {
+            // Marked seen *before* looking, so a message pushed after the look wakes us.
+            self.newest.borrow_and_update();
+            let missed = self.try_take(out, max);
+            if missed > 0 || !out.is_empty() {
+                return missed;
+            }
+            if self.newest.changed().await.is_err() {
+                // Cannot happen while we hold the room, which holds the sender.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// [`Membership::recv`] without waiting: moves what is there now (up to `max`) into `out`
+    /// and returns how many messages were missed before them.
+    pub fn try_take(&mut self, out: &mut Vec<Message>, max: usize) -> u64 {
+        let state = self.room.lock();
+        let oldest = state.ring.front().map_or(state.next_seq, |(seq, _)| *seq);
+        let missed = oldest.saturating_sub(self.cursor);
+        self.cursor = self.cursor.max(oldest);
+        let start = usize::try_from(self.cursor - oldest).expect("the ring fits in memory");
+        let taken = state.ring.iter().skip(start).take(max).map(|(_, m)| m.clone());
+        let before = out.len();
+        out.extend(taken);
+        self.cursor += (out.len() - before) as u64;
+        missed
     }
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
         let mut rooms = self.rooms.lock();
-        let Some(room) = rooms.get_mut(&self.room) else { return };
-        room.members -= 1;
-        let leave = messages::presence(false, &self.room, &self.username);
-        if let Some(bridge) = &self.rooms.inner.bridge {
-            // Members on other nodes hear of the leave even when this node's room closes.
-            bridge.publish(&self.room, &leave);
+        let mut state = self.room.lock();
+        state.members -= 1;
+        let announce = self.rooms.announce(&mut state);
+        if announce {
+            let leave = messages::presence(false, &self.name, &self.username);
+            if let Some(bridge) = &self.rooms.inner.bridge {
+                // Members on other nodes hear of the leave even when this node's room closes.
+                bridge.publish(&self.name, &leave);
+            }
+            if state.members > 0 {
+                self.rooms.push(&self.room, &mut state, leave);
+            }
         }
-        if room.members > 0 {
-            let _ = room.sender.send(leave);
+        if state.members > 0 {
             return;
         }
-        rooms.remove(&self.room);
+        // The last member: free the room and its ring's share of the budget.
+        self.rooms.inner.queued.fetch_sub(state.bytes, Relaxed);
+        state.ring.clear();
+        state.bytes = 0;
+        drop(state);
+        rooms.remove(&self.name);
         if let Some(bridge) = &self.rooms.inner.bridge {
-            bridge.closed(&self.room);
+            bridge.closed(&self.name);
         }
     }
 }

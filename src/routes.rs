@@ -8,7 +8,7 @@ use crate::credentials::percent_decode;
 use crate::head::RequestHead;
 use crate::http::Response;
 use crate::jwt::{Claims, check_subject, unix_now};
-use crate::metrics::Metrics;
+use crate::metrics::{Gauges, Metrics};
 use crate::rejection::Rejection;
 
 /// The demo page, compiled in: one file, no external assets, no build step.
@@ -28,21 +28,25 @@ const DEMO_HEADERS: [(&str, &str); 3] = [
 /// How long a dev token lives.
 const DEV_TOKEN_TTL: i64 = 3600;
 
-/// The answer to a request for any path but the chat route. `rooms_active` is for
-/// `/metrics`.
+/// The answer to a request for any path but the chat route. `gauges` are for `/metrics`.
 pub(crate) fn answer(
     head: &RequestHead,
     peer: SocketAddr,
     config: &Config,
     metrics: &Metrics,
-    rooms_active: usize,
+    gauges: &Gauges,
 ) -> Result<Response, Rejection> {
     let get = head.method() == "GET";
+    if head.is_http11() && head.host().is_none() {
+        return Err(Rejection::BadRequest(
+            "exactly one Host header is required (RFC 9112 section 3.2)".into(),
+        ));
+    }
     match head.path() {
         "/healthz" if get => Ok(Response::ok("text/plain", "ok\n")),
         "/metrics" if get => Ok(Response::ok(
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(rooms_active),
+            metrics.render(gauges),
         )),
         "/" if config.demo && get => {
             let mut page = Response::ok("text/html; charset=utf-8", DEMO_PAGE);
@@ -62,7 +66,7 @@ pub(crate) fn answer(
 /// us by a loopback name gets one: checking `Host` too stops DNS rebinding, where a web page
 /// on an attacker's domain that resolves to 127.0.0.1 would otherwise count as "local".
 fn dev_token(head: &RequestHead, peer: SocketAddr, config: &Config) -> Result<Response, Rejection> {
-    let host_is_loopback = head.header("host").is_some_and(is_loopback_host);
+    let host_is_loopback = head.host().is_some_and(is_loopback_host);
     if !peer.ip().is_loopback() || !host_is_loopback {
         return Err(Rejection::Forbidden("dev tokens are for this machine only".into()));
     }

@@ -1,11 +1,17 @@
 //! The listener, the accept loop, the connection limit and shutdown: the only file that
 //! touches sockets before a connection is admitted.
 //!
-//! Plain tokio primitives, all visible here: a `Semaphore` bounds upgraded connections (the
-//! permit moves into the connection's task and is released when the task ends); the
-//! `shutdown` module announces shutdown and tells when every task has finished.
+//! Two budgets, visible here, because a socket costs memory and a file descriptor long before
+//! anyone knows who is on the other end:
+//! - sockets not yet admitted hold a place in the `pending` budget, where a new socket evicts
+//!   the oldest silent one, so sockets that never authenticate cannot lock honest users out;
+//! - upgraded connections hold a `Semaphore` permit (`max_connections`), moved into the
+//!   connection's task and released when it ends, and a seat among their identity's
+//!   connections (`identities`).
 //!
-//! Each accepted socket gets a task running [`Socket::serve`]: read the head (bounded in size
+//! The `shutdown` module announces shutdown and tells when every task has finished.
+//!
+//! Each accepted socket gets a task running `Socket::serve`: read the head (bounded in size
 //! and time), answer the plain-HTTP routes, ask the [`Gate`], then either refuse or upgrade
 //! and hand over to the connection loop.
 //!
@@ -31,7 +37,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
 
 use crate::auth::{Authenticator, JwtAuthenticator};
@@ -41,15 +47,25 @@ use crate::gate::{CHAT_PATH, Gate};
 use crate::handshake::Upgrade;
 use crate::head::RequestHead;
 use crate::http::{self, ReadError, Request, Response, Unread};
+use crate::identities::{Identities, Seat};
 use crate::jwt::Verifier;
-use crate::metrics::Metrics;
-use crate::rejection::Rejection;
+use crate::metrics::{Gauges, Metrics};
+use crate::pending::{Pending, Slot};
+use crate::rejection::{Reason, Rejection};
 use crate::room::Rooms;
 use crate::shutdown::{Coordinator, Running, Shutdown};
+use crate::throttle::Throttle;
 
 /// How long shutdown waits for connections to close before giving up on them (PROTOCOL.md
 /// §5 promises an exit within 5 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// How long the accept loop pauses after a failed accept. Usually the process is out of file
+/// descriptors; the connection stays in the kernel's backlog, so retrying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Log lines per second for each kind of refusal, and for failed accepts.
+const LOG_LINES_PER_SECOND: u32 = 5;
 
 /// What every socket's task shares: one handle, no globals.
 struct Shared<A> {
@@ -59,6 +75,13 @@ struct Shared<A> {
     metrics: Arc<Metrics>,
     /// Upgraded connections; a socket without a permit may still get `/healthz`.
     connections: Arc<Semaphore>,
+    /// Sockets not yet admitted.
+    pending: Pending,
+    /// Open connections and connect rate per identity.
+    identities: Identities,
+    /// One throttle per refusal reason, indexed by [`Reason`].
+    refusal_log: [Throttle; Reason::ALL.len()],
+    accept_log: Throttle,
 }
 
 /// The server could not start.
@@ -130,6 +153,14 @@ impl<A: Authenticator> Server<A> {
         let shared = Arc::new(Shared {
             gate: Gate::new(&config, authenticator),
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            pending: Pending::new(config.max_pending),
+            identities: Identities::new(
+                config.max_connections_per_user,
+                config.user_connect_rate,
+                config.user_connect_burst,
+            ),
+            refusal_log: std::array::from_fn(|_| Throttle::new(LOG_LINES_PER_SECOND)),
+            accept_log: Throttle::new(1),
             config,
             rooms,
             metrics,
@@ -158,15 +189,23 @@ impl<A: Authenticator> Server<A> {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        // A place in the pending budget, maybe by evicting the oldest silent
+                        // socket. With none to be had, refuse at once: no task, no waiting
+                        // for a head, the descriptor closed right here.
+                        let Some(slot) = self.shared.pending.enter() else {
+                            self.refuse_at_once(&stream, peer);
+                            continue;
+                        };
                         let (shutdown, running) = coordinator.task();
-                        let socket = Socket { stream, peer, shared: self.shared.clone(), shutdown, _running: running };
+                        let shared = self.shared.clone();
+                        let socket = Socket { stream, peer, shared, slot, shutdown, _running: running };
                         tokio::spawn(socket.serve());
                     }
                     Err(e) => {
-                        // Usually out of file descriptors. The socket stays in the backlog, so
-                        // retrying at once would spin: back off instead.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if let Some(suppressed) = self.shared.accept_log.allow() {
+                            warn!(error = %e, suppressed, "accept failed; backing off");
+                        }
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
                 },
             }
@@ -179,18 +218,35 @@ impl<A: Authenticator> Server<A> {
     }
 }
 
+impl<A> Server<A> {
+    /// `503` without reading anything: one non-blocking write into a fresh socket's empty send
+    /// buffer, then close.
+    fn refuse_at_once(&self, stream: &TcpStream, peer: SocketAddr) {
+        let rejection = Rejection::Overloaded;
+        let _ = stream.try_write(&Response::rejection(&rejection).to_bytes());
+        self.shared.metrics.rejected(&rejection);
+        log_refusal(
+            &self.shared,
+            peer,
+            None,
+            &rejection,
+            "pending budget full, refused at once",
+        );
+    }
+}
+
 /// The room registry, joined to the other nodes through Redis when configured.
 fn rooms(config: &Config, metrics: &Arc<Metrics>) -> Result<Rooms, ConfigError> {
     #[cfg(feature = "redis")]
     if let Some(url) = &config.redis_url {
         let relay = crate::relay::Relay::new(url, metrics.clone())
             .map_err(|e| ConfigError(format!("redis URL {url:?}: {e}")))?;
-        let rooms = Rooms::with_bridge(config.room_buffer, Some(relay.clone()));
+        let rooms = Rooms::with_bridge(config.room_settings(), Some(relay.clone()));
         relay.start(rooms.downgrade());
         return Ok(rooms);
     }
     let _ = metrics;
-    Ok(Rooms::new(config.room_buffer))
+    Ok(Rooms::new(config.room_settings()))
 }
 
 /// One accepted socket, from the first byte to the last.
@@ -198,6 +254,8 @@ struct Socket<A> {
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared<A>>,
+    /// Its place in the pending budget, given up once upgraded.
+    slot: Slot,
     shutdown: Shutdown,
     /// Dropped when the task ends; see the `shutdown` module.
     _running: Running,
@@ -208,10 +266,17 @@ impl<A: Authenticator> Socket<A> {
         let _ = self.stream.set_nodelay(true);
         let shared = self.shared.clone();
         let config = &shared.config;
+        // One deadline for the head and the decision: a slow client and a slow authenticator
+        // hold a pending place for the same bounded time.
+        let deadline = Instant::now() + config.handshake_timeout;
         let read = tokio::select! {
-            read = timeout(config.handshake_timeout, http::read_request(&mut self.stream)) => read,
+            read = timeout_at(deadline, http::read_request(&mut self.stream)) => read,
+            _ = &mut self.slot.evicted => return debug!(peer = %self.peer, "evicted by a newer socket"),
             _ = self.shutdown.wait() => return,
         };
+        if !self.slot.head_read() {
+            return; // evicted just as the head arrived
+        }
         let request = match read {
             Ok(Ok(request)) => request,
             Ok(Err(ReadError::Head(e))) => return self.refuse(None, Rejection::from(e), Unread::Maybe).await,
@@ -219,21 +284,34 @@ impl<A: Authenticator> Socket<A> {
             Err(_) => return debug!(peer = %self.peer, "handshake timeout, dropped"),
         };
         if !request.head.path().starts_with(CHAT_PATH) {
-            let rooms_active = shared.rooms.active();
-            let answer = crate::routes::answer(&request.head, self.peer, config, &shared.metrics, rooms_active);
+            let gauges = Gauges {
+                rooms_active: shared.rooms.active(),
+                pending_sockets: shared.pending.len(),
+                queued_bytes: shared.rooms.queued_bytes(),
+            };
+            let answer = crate::routes::answer(&request.head, self.peer, config, &shared.metrics, &gauges);
             return match answer {
                 Ok(response) => http::respond(&mut self.stream, &response, request.unread()).await,
                 Err(rejection) => self.refuse(Some(&request.head), rejection, request.unread()).await,
             };
         }
-        // Only upgrades need a slot; health checks and scrapes must work on a full server.
-        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-            return self
-                .refuse(Some(&request.head), Rejection::Overloaded, request.unread())
-                .await;
+        let admitted = match timeout_at(deadline, shared.gate.admit(&request.head)).await {
+            Ok(admitted) => admitted,
+            Err(_) => Err(Rejection::Unavailable("authentication took too long".into())),
         };
-        match shared.gate.admit(&request.head).await {
-            Ok(admission) => self.upgrade(request, admission, permit).await,
+        // Then the budgets that need to know who it is, or that only upgrades use: the
+        // identity's seat, then a connection slot (health checks and scrapes never need one).
+        let admitted = admitted.and_then(|admission| {
+            let seat = shared.identities.enter(&admission.identity.username)?;
+            let permit = shared
+                .connections
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Rejection::Overloaded)?;
+            Ok((admission, seat, permit))
+        });
+        match admitted {
+            Ok((admission, seat, permit)) => self.upgrade(request, admission, (seat, permit)).await,
             Err(rejection) if config.reject_with == RejectMode::Close && rejection.close_code().is_some() => {
                 self.upgrade_and_close(request, rejection).await
             }
@@ -244,20 +322,30 @@ impl<A: Authenticator> Socket<A> {
         }
     }
 
-    /// Upgrades and runs the chat connection; `permit` holds its slot until the end.
-    async fn upgrade(self, request: Request, admission: crate::gate::Admission, permit: OwnedSemaphorePermit) {
-        let shared = &self.shared;
+    /// Upgrades and runs the chat connection; `places` hold its identity seat and connection
+    /// slot until the end.
+    async fn upgrade(self, request: Request, admission: crate::gate::Admission, places: (Seat, OwnedSemaphorePermit)) {
+        let Socket {
+            stream,
+            peer,
+            shared,
+            slot,
+            shutdown,
+            _running,
+        } = self;
         let Request { head, leftover } = request;
         let config = &shared.config;
         let Ok(ws) = admission
             .upgrade
-            .accept(self.stream, leftover, config.max_message_size)
+            .accept(stream, leftover, config.max_message_size)
             .await
         else {
             return;
         };
+        // Admitted: from here the connection budgets hold it, not the pending one.
+        drop(slot);
         shared.metrics.accepted();
-        let (peer, room) = (self.peer, &admission.room);
+        let room = &admission.room;
         let user = &admission.identity.username;
         info!(%peer, room, ?user, carrier = %admission.carrier, "handshake accepted");
         drop(head);
@@ -270,21 +358,17 @@ impl<A: Authenticator> Socket<A> {
             config,
             metrics: &shared.metrics,
         };
-        connection.run(self.shutdown).await;
+        connection.run(shutdown).await;
         debug!(%peer, "connection closed");
-        drop(permit);
+        drop(places);
     }
 
     /// `reject-with = close`: upgrade, then close at once with the rejection's close code, so a
     /// browser script can read why.
     async fn upgrade_and_close(self, request: Request, rejection: Rejection) {
         let shared = &self.shared;
-        log_refusal(
-            self.peer,
-            Some(&request.head),
-            &rejection,
-            "handshake rejected (closing after upgrade)",
-        );
+        let what = "handshake rejected (closing after upgrade)";
+        log_refusal(shared, self.peer, Some(&request.head), &rejection, what);
         shared.metrics.rejected(&rejection);
         let code = rejection
             .close_code()
@@ -301,16 +385,19 @@ impl<A: Authenticator> Socket<A> {
 
     /// Answers with plain HTTP and closes.
     async fn refuse(mut self, head: Option<&RequestHead>, rejection: Rejection, unread: Unread) {
-        log_refusal(self.peer, head, &rejection, "handshake rejected");
+        log_refusal(&self.shared, self.peer, head, &rejection, "handshake rejected");
         self.shared.metrics.rejected(&rejection);
         http::respond(&mut self.stream, &Response::rejection(&rejection), unread).await;
     }
 }
 
-/// One log line per refusal. The path is logged escaped and cut short, never the query
-/// string (it may hold a token).
-fn log_refusal(peer: SocketAddr, head: Option<&RequestHead>, rejection: &Rejection, what: &str) {
+/// A log line for a refusal, at most a few per second per reason. The path is logged quoted
+/// and escaped (`?`) and cut short, never the query string (it may hold a token).
+fn log_refusal<A>(shared: &Shared<A>, peer: SocketAddr, head: Option<&RequestHead>, rejection: &Rejection, what: &str) {
+    let Some(suppressed) = shared.refusal_log[rejection.label() as usize].allow() else {
+        return;
+    };
     let path: Option<String> = head.map(|h| h.path().chars().take(64).collect());
     let status = rejection.status().as_u16();
-    info!(%peer, ?path, status, reason = %rejection, "{what}");
+    info!(%peer, ?path, status, reason = %rejection, suppressed, "{what}");
 }

@@ -243,8 +243,21 @@ fn request_heads_are_bounded_and_strict() {
     assert_eq!(RequestHead::parse(many.as_bytes()).unwrap_err(), HeadError::TooLarge);
     let ok: String = (0..64).map(|i| format!("X-{i}: v\r\n")).collect();
     assert!(RequestHead::parse(format!("GET /x HTTP/1.1\r\n{ok}\r\n").as_bytes()).is_ok());
+    // Absolute-form (RFC 9112 §3.2.2): the authority stands in for Host.
+    let (h, _) = RequestHead::parse(b"GET http://a.example:80/x?q=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (h.path(), h.query(), h.host()),
+        ("/x", Some("q=1"), Some("a.example:80"))
+    );
+    let no_host = RequestHead::parse(b"GET /x HTTP/1.1\r\n\r\n").unwrap().unwrap().0;
+    let two_hosts = RequestHead::parse(b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    assert_eq!((no_host.host(), two_hosts.unwrap().unwrap().0.host()), (None, None));
     for bad in [
-        &b"GET http://a/x HTTP/1.1\r\n\r\n"[..],
+        &b"GET ftp://a/x HTTP/1.1\r\n\r\n"[..],
+        b"GET http://u@a/x HTTP/1.1\r\n\r\n",
+        b"GET * HTTP/1.1\r\n\r\n",
         b"GET /x HTTP/1.1\r\nBad Header: v\r\n\r\n",
         b"\x00\x01\r\n\r\n",
     ] {

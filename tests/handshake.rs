@@ -24,13 +24,13 @@ async fn health_metrics_and_unknown_routes() {
     assert!(not_found.starts_with("HTTP/1.1 404 Not Found\r\n"), "{not_found}");
     assert!(not_found.contains("Content-Length: 10\r\n") && not_found.contains("Connection: close\r\n"));
     let post = server
-        .raw(b"POST /ws/chat/lobby HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        .raw(b"POST /ws/chat/lobby HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
         .await;
     assert!(
         post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && post.contains("Allow: GET\r\n"),
         "{post}"
     );
-    let post = server.raw(b"DELETE /healthz HTTP/1.1\r\n\r\n").await;
+    let post = server.raw(b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
     let garbage = server
         .raw(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")
@@ -80,6 +80,9 @@ async fn malformed_upgrades_are_400() {
             good.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!!!"),
         ),
         ("plain GET", format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")),
+        // RFC 9112 §3.2: exactly one Host.
+        ("no Host", good.replace(&format!("Host: {}\r\n", server.addr), "")),
+        ("two Hosts", good.replace("Host: ", "Host: evil.example\r\nHost: ")),
     ];
     for (name, request) in cases {
         let response = server.raw(request.as_bytes()).await;
@@ -94,6 +97,11 @@ async fn malformed_upgrades_are_400() {
         .replace("Connection: Upgrade", "Connection: keep-alive, upgrade")
         .replace("websocket", "WebSocket");
     assert!(server.raw(firefox.as_bytes()).await.starts_with("HTTP/1.1 101 "));
+    // Absolute-form (RFC 9112 §3.2.2): the authority stands in for Host.
+    let absolute = good.replacen(&format!("GET {path}"), &format!("GET http://{}{path}", server.addr), 1);
+    assert!(server.raw(absolute.as_bytes()).await.starts_with("HTTP/1.1 101 "));
+    let health = server.raw(b"GET /healthz HTTP/1.1\r\n\r\n").await;
+    assert!(health.starts_with("HTTP/1.1 400 "), "{health}");
     let version = server.raw(good.replace("Version: 13", "Version: 8").as_bytes()).await;
     assert!(version.contains("Sec-WebSocket-Version: 13\r\n"), "{version}");
 }
