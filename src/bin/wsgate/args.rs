@@ -114,12 +114,33 @@ pub(crate) struct ServeArgs {
           default_value_t = Config::default().carriers.session_cookie)]
     pub session_cookie: String,
 
-    /// Open sockets at most; more get 503
+    /// Upgraded connections at most; more get 503
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", value_name = "N", value_parser = whole::<usize>,
           default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
 
-    /// Time a client has to send its request head, or it is dropped (slowloris)
+    /// Sockets not yet admitted at most; when full, a new socket evicts the oldest one still
+    /// sending its head (silent sockets cannot lock honest clients out)
+    #[arg(long, env = "WSGATE_MAX_PENDING", value_name = "N", value_parser = whole::<usize>,
+          default_value_t = Config::default().max_pending)]
+    pub max_pending: usize,
+
+    /// Open connections per user (token `sub`) on this node; more get 429
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_USER", value_name = "N", value_parser = whole::<usize>,
+          default_value_t = Config::default().max_connections_per_user)]
+    pub max_connections_per_user: usize,
+
+    /// Connects per second per user on this node, on average; more get 429
+    #[arg(long, env = "WSGATE_USER_CONNECT_RATE", value_name = "N", value_parser = whole::<u32>,
+          default_value_t = Config::default().user_connect_rate)]
+    pub user_connect_rate: u32,
+
+    /// Connects per user in a burst above that rate
+    #[arg(long, env = "WSGATE_USER_CONNECT_BURST", value_name = "N", value_parser = whole::<u32>,
+          default_value_t = Config::default().user_connect_burst)]
+    pub user_connect_burst: u32,
+
+    /// Time a client has to send its request head and be decided; else it is dropped (slowloris)
     #[arg(long, env = "WSGATE_HANDSHAKE_TIMEOUT", value_name = "DURATION",
           default_value_t = Span(Config::default().handshake_timeout))]
     pub handshake_timeout: Span,
@@ -139,6 +160,11 @@ pub(crate) struct ServeArgs {
           default_value_t = Config::default().rate_burst)]
     pub rate_burst: u32,
 
+    /// Close a connection that takes none of our writes this long, with 1008
+    #[arg(long, env = "WSGATE_WRITE_TIMEOUT", value_name = "DURATION",
+          default_value_t = Span(Config::default().write_timeout))]
+    pub write_timeout: Span,
+
     /// Ping idle connections this often
     #[arg(long, env = "WSGATE_PING_INTERVAL", value_name = "DURATION",
           default_value_t = Span(Config::default().ping_interval))]
@@ -153,6 +179,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WSGATE_ROOM_BUFFER", value_name = "N", value_parser = whole::<usize>,
           default_value_t = Config::default().room_buffer)]
     pub room_buffer: usize,
+
+    /// Bytes of messages all rooms may hold for slow members; one room an eighth of it
+    #[arg(long, env = "WSGATE_MAX_QUEUED_BYTES", value_name = "BYTES", value_parser = whole::<usize>,
+          default_value_t = Config::default().max_queued_bytes)]
+    pub max_queued_bytes: usize,
+
+    /// Above this many members a room stops announcing join and leave
+    #[arg(long, env = "WSGATE_PRESENCE_LIMIT", value_name = "N", value_parser = whole::<usize>,
+          default_value_t = Config::default().presence_limit)]
+    pub presence_limit: usize,
 
     /// Serve the demo page at / [default: on in dev mode, else off]
     #[arg(long, env = "WSGATE_DEMO", value_name = "on|off", hide_possible_values = true)]

@@ -176,6 +176,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     config.carriers.jwt_cookie = args.jwt_cookie;
     config.carriers.session_cookie = args.session_cookie;
     config.max_connections = args.max_connections;
+    config.max_pending = args.max_pending;
+    config.max_connections_per_user = args.max_connections_per_user;
+    config.user_connect_rate = args.user_connect_rate;
+    config.user_connect_burst = args.user_connect_burst;
+    config.write_timeout = args.write_timeout.0;
+    config.max_queued_bytes = args.max_queued_bytes;
+    config.presence_limit = args.presence_limit;
     config.handshake_timeout = args.handshake_timeout.0;
     config.max_message_size = args.max_message_size;
     config.rate_limit = args.rate_limit;
