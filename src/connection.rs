@@ -29,6 +29,10 @@ use crate::shutdown::Shutdown;
 /// Most messages written per flush, so a busy room cannot starve the rest of the loop.
 const MAX_BATCH: usize = 64;
 
+/// Most bytes taken from the room per flush (one larger message is always taken whole): what
+/// a slow member has taken stays in memory until its socket takes it.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
 /// How long a closing handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -106,7 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         break None;
                     }
                 }
-                missed = self.membership.recv(&mut batch, MAX_BATCH) => {
+                missed = self.membership.recv(&mut batch, MAX_BATCH, MAX_BATCH_BYTES) => {
                     // Nested select: a write to a client that has stopped reading can wait up
                     // to the write timeout, and shutdown must not wait with it.
                     let delivery = timeout(config.write_timeout, self.deliver(missed, &mut batch));

@@ -26,7 +26,7 @@
 //! assert_eq!(rooms.active(), 1);
 //! // Alice hears Bob arrive.
 //! let mut got = Vec::new();
-//! assert_eq!(alice.try_take(&mut got, 8), 0);
+//! assert_eq!(alice.try_take(&mut got, 8, 64 * 1024), 0);
 //! assert!(got[0].to_text().unwrap().contains(r#""type":"join""#));
 //! drop((alice, bob));
 //! assert_eq!(rooms.active(), 0);
@@ -335,16 +335,20 @@ impl Membership {
         self.rooms.push(&self.room, &mut state, message);
     }
 
-    /// Waits until there is something to read, then moves up to `max` messages into `out`.
-    /// Returns how many messages this member missed just before them (0 when none): they
-    /// had already left the ring.
+    /// Waits until there is something to read, then moves messages into `out`: at least one,
+    /// and then more while fewer than `max` messages and `max_bytes` bytes are taken. Returns
+    /// how many messages this member missed just before them (0 when none): they had already
+    /// left the ring.
+    ///
+    /// The byte bound matters: what a member has taken stays alive while its socket is slow,
+    /// whatever the ring's budget, so a batch must stay small.
     ///
     /// Cancel-safe: nothing is taken unless it is returned.
-    pub async fn recv(&mut self, out: &mut Vec<Message>, max: usize) -> u64 {
+    pub async fn recv(&mut self, out: &mut Vec<Message>, max: usize, max_bytes: usize) -> u64 {
         loop {
             // Marked seen *before* looking, so a message pushed after the look wakes us.
             self.newest.borrow_and_update();
-            let missed = self.try_take(out, max);
+            let missed = self.try_take(out, max, max_bytes);
             if missed > 0 || !out.is_empty() {
                 return missed;
             }
@@ -355,18 +359,23 @@ impl Membership {
         }
     }
 
-    /// [`Membership::recv`] without waiting: moves what is there now (up to `max`) into `out`
-    /// and returns how many messages were missed before them.
-    pub fn try_take(&mut self, out: &mut Vec<Message>, max: usize) -> u64 {
+    /// [`Membership::recv`] without waiting: moves what is there now into `out`, within the
+    /// same bounds, and returns how many messages were missed before them.
+    pub fn try_take(&mut self, out: &mut Vec<Message>, max: usize, max_bytes: usize) -> u64 {
         let state = self.room.lock();
         let oldest = state.ring.front().map_or(state.next_seq, |(seq, _)| *seq);
         let missed = oldest.saturating_sub(self.cursor);
         self.cursor = self.cursor.max(oldest);
         let start = usize::try_from(self.cursor - oldest).expect("the ring fits in memory");
-        let taken = state.ring.iter().skip(start).take(max).map(|(_, m)| m.clone());
-        let before = out.len();
-        out.extend(taken);
-        self.cursor += (out.len() - before) as u64;
+        let mut bytes = 0;
+        for (_, message) in state.ring.iter().skip(start) {
+            if out.len() >= max.max(1) || (bytes >= max_bytes && !out.is_empty()) {
+                break;
+            }
+            bytes += message.len();
+            out.push(message.clone());
+            self.cursor += 1;
+        }
         missed
     }
 }
