@@ -170,17 +170,59 @@ impl Carriers {
         if let Some(id) = cookie(head, &self.session_cookie, Carrier::SessionCookie)? {
             return Ok(Some(Credential::new(Carrier::SessionCookie, id)));
         }
+        // Only emptied cookies (what a logout leaves behind, or a page that set an unset
+        // variable): say so rather than "no credential".
+        for (name, carrier) in [
+            (&self.jwt_cookie, Carrier::Cookie),
+            (&self.session_cookie, Carrier::SessionCookie),
+        ] {
+            if cookie_pairs(head).any(|(n, v)| n == name && v.is_empty()) {
+                return Err(CredentialError::Empty(carrier));
+            }
+        }
         Ok(None)
+    }
+
+    /// When [`Carriers::find`] found nothing, what the client probably meant to send, as
+    /// advice for the refusal: the mistakes people make first.
+    pub fn missing_hint(&self, head: &RequestHead) -> Option<&'static str> {
+        for value in head.headers("authorization") {
+            let value = value.trim_matches([' ', '\t']);
+            if looks_like_jwt(value) {
+                return Some("Authorization needs the Bearer scheme: Authorization: Bearer <token>");
+            }
+            if value
+                .split_once([' ', '\t'])
+                .is_some_and(|(_, rest)| looks_like_jwt(rest.trim()))
+            {
+                return Some("unsupported Authorization scheme, use Bearer: Authorization: Bearer <token>");
+            }
+        }
+        if head.list("sec-websocket-protocol").any(looks_like_jwt) {
+            return Some(
+                "JWT-shaped subprotocol entry without the bearer. prefix; browsers offer [\"chat\", \"bearer.\" + token]",
+            );
+        }
+        None
     }
 }
 
-/// The protocol to echo in `Sec-WebSocket-Protocol`: the first offered entry that is in
-/// `supported`. A `bearer.` entry is never chosen, so the token is never sent back (where
-/// proxies and browser devtools would show it in the response).
+/// Three base64url segments, the first an encoded JSON object (`eyJ` is `{"`).
+fn looks_like_jwt(value: &str) -> bool {
+    value.starts_with("eyJ")
+        && value.split('.').count() == 3
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// The protocol to echo in `Sec-WebSocket-Protocol`: the first of `supported` (the server's
+/// preference order) that the client offered. A `bearer.` entry is never chosen, so the token
+/// is never sent back (where proxies and browser devtools would show it in the response).
 pub fn select_protocol<'a>(head: &'a RequestHead, supported: &[String]) -> Option<&'a str> {
-    head.list("sec-websocket-protocol")
-        .filter(|p| !p.starts_with(BEARER_PROTOCOL_PREFIX))
-        .find(|p| supported.iter().any(|s| s == p))
+    supported.iter().find_map(|wanted| {
+        head.list("sec-websocket-protocol")
+            .filter(|p| !p.starts_with(BEARER_PROTOCOL_PREFIX))
+            .find(|p| p == wanted)
+    })
 }
 
 fn bearer_header(head: &RequestHead) -> Result<Option<&str>, CredentialError> {
@@ -266,17 +308,23 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The value of cookie `name` (RFC 6265 §5.4), across every `Cookie` header. Surrounding
-/// double quotes are removed; pairs without `=` and empty values are skipped.
-fn cookie<'a>(head: &'a RequestHead, name: &str, carrier: Carrier) -> Result<Option<&'a str>, CredentialError> {
-    let mut found = None;
-    let pairs = head.headers("cookie").flat_map(|v| v.split(';'));
-    for pair in pairs {
-        let Some((n, v)) = pair.split_once('=') else { continue };
+/// Every `name=value` cookie pair (RFC 6265 §5.4) across every `Cookie` header, trimmed,
+/// surrounding double quotes removed; pairs without `=` are skipped.
+fn cookie_pairs(head: &RequestHead) -> impl Iterator<Item = (&str, &str)> {
+    head.headers("cookie").flat_map(|v| v.split(';')).filter_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
         let v = v.trim_matches([' ', '\t']);
         let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
-        // An emptied cookie is what a logout usually leaves behind: it means "none".
-        if n.trim_matches([' ', '\t']) != name || v.is_empty() {
+        Some((n.trim_matches([' ', '\t']), v))
+    })
+}
+
+/// The value of cookie `name`. Empty values are skipped here: an emptied cookie is what a
+/// logout usually leaves behind, and the next carrier may still hold a credential.
+fn cookie<'a>(head: &'a RequestHead, name: &str, carrier: Carrier) -> Result<Option<&'a str>, CredentialError> {
+    let mut found = None;
+    for (n, v) in cookie_pairs(head) {
+        if n != name || v.is_empty() {
             continue;
         }
         if found.is_some() {

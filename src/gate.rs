@@ -22,8 +22,10 @@
 //!    step that may wait (a session store); every cheaper refusal has happened already.
 //! 7. **Room authorization**: the identity's `rooms` must allow the room (`403`).
 //!
-//! What the gate does not do, because it needs the server's state: the connection limit
-//! (checked before the head is even read) and the answer in `reject-with = close` mode.
+//! What the gate does not do, because it needs the server's state: the budgets (a place
+//! among the sockets not yet admitted before the head is read; after the gate, the identity's
+//! connection count and connect rate, then a connection slot) and the answer in
+//! `reject-with = close` mode. See `server.rs`.
 //!
 //! ```
 //! use wsgate::Config;
@@ -47,6 +49,8 @@
 //! assert_eq!((admission.room.as_str(), admission.identity.username.as_str()), ("lobby", "alice"));
 //! # });
 //! ```
+
+use tracing::debug;
 
 use crate::auth::{Authenticator, Identity};
 use crate::config::Config;
@@ -102,26 +106,38 @@ impl<A: Authenticator> Gate<A> {
     /// order of the steps and why.
     pub async fn admit(&self, head: &RequestHead) -> Result<Admission, Rejection> {
         // 1. Route.
-        let room = head.path().strip_prefix(CHAT_PATH).ok_or(Rejection::NotFound)?;
-        if head.method() != "GET" {
-            return Err(Rejection::MethodNotAllowed);
-        }
+        let room = step("route", head.path().strip_prefix(CHAT_PATH).ok_or(Rejection::NotFound))?;
+        let get = if head.method() == "GET" {
+            Ok(())
+        } else {
+            Err(Rejection::MethodNotAllowed)
+        };
+        step("method", get)?;
         // 2. Room name.
-        room::check_name(room)?;
+        step("room name", room::check_name(room))?;
         // 3. Upgrade headers.
-        let upgrade = Upgrade::check(head, &self.protocols)?;
+        let upgrade = step("upgrade headers", Upgrade::check(head, &self.protocols))?;
         // 4. Origin, for the carrier the credential is in.
         let found = self.carriers.find(head);
         let carrier = found.as_ref().ok().and_then(|c| c.as_ref().map(|c| c.carrier()));
-        self.origins.check(head, carrier)?;
+        step("origin", self.origins.check(head, carrier))?;
         // 5. Credential.
-        let credential = found?.ok_or(Rejection::MissingCredential)?;
+        let missing = || Rejection::MissingCredential(self.carriers.missing_hint(head));
+        let credential = step(
+            "credential",
+            found.map_err(Rejection::from).and_then(|c| c.ok_or_else(missing)),
+        )?;
         // 6. Authenticator.
-        let identity = self.authenticator.authenticate(&credential, head).await?;
+        let identity = step(
+            "authenticator",
+            self.authenticator.authenticate(&credential, head).await,
+        )?;
         // 7. Room authorization.
-        if !identity.may_join(room) {
-            return Err(Rejection::Forbidden("room not allowed by this credential".into()));
-        }
+        let allowed = match identity.may_join(room) {
+            true => Ok(()),
+            false => Err(Rejection::Forbidden("room not allowed by this credential".into())),
+        };
+        step("room authorization", allowed)?;
         Ok(Admission {
             identity,
             room: room.to_owned(),
@@ -129,4 +145,15 @@ impl<A: Authenticator> Gate<A> {
             upgrade,
         })
     }
+}
+
+/// One step's outcome, logged at debug level (`RUST_LOG=wsgate=debug`) so an operator can see
+/// where a handshake stopped. The verdict's text never holds a credential (the refused
+/// `Origin`, the one request value it may quote, comes escaped).
+fn step<T>(name: &'static str, outcome: Result<T, Rejection>) -> Result<T, Rejection> {
+    match &outcome {
+        Ok(_) => debug!(step = name, "gate step passed"),
+        Err(rejection) => debug!(step = name, reason = %rejection, "gate step refused"),
+    }
+    outcome
 }

@@ -31,6 +31,7 @@ pub struct Metrics {
     messages_received: AtomicU64,
     messages_delivered: AtomicU64,
     messages_lagged: AtomicU64,
+    without_protocol: AtomicU64,
     /// -1: no Redis configured; else 0 or 1.
     redis_up: AtomicI64,
     redis_reconnects: AtomicU64,
@@ -46,6 +47,7 @@ impl Default for Metrics {
             messages_received: AtomicU64::new(0),
             messages_delivered: AtomicU64::new(0),
             messages_lagged: AtomicU64::new(0),
+            without_protocol: AtomicU64::new(0),
             redis_up: AtomicI64::new(-1),
             redis_reconnects: AtomicU64::new(0),
             relay_dropped: AtomicU64::new(0),
@@ -68,6 +70,10 @@ impl Metrics {
     pub(crate) fn connection_opened(self: &Arc<Metrics>) -> OpenConnection {
         self.connections_active.fetch_add(1, Relaxed);
         OpenConnection(self.clone())
+    }
+
+    pub(crate) fn without_protocol(&self) {
+        self.without_protocol.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn received(&self) {
@@ -160,6 +166,12 @@ impl Metrics {
                 count.load(Relaxed)
             );
         }
+        counter(
+            &mut out,
+            "wsgate_handshakes_without_protocol_total",
+            "Upgrades with a bearer. subprotocol but no protocol to echo (browsers then fail them).",
+            &self.without_protocol,
+        );
         counter(
             &mut out,
             "wsgate_messages_received_total",

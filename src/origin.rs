@@ -27,7 +27,8 @@ pub enum OriginPolicy {
     /// The `Origin`'s host and port must equal the `Host` header. The default.
     #[default]
     SameOrigin,
-    /// Exactly these `scheme://host[:port]` origins (compared case-insensitively).
+    /// These `scheme://host[:port]` origins (compared case-insensitively), besides the same
+    /// origin: a page this server serves itself (the demo) is never refused.
     List(Vec<String>),
     /// Any origin, for credentials a page must hold itself (header, subprotocol, query).
     /// Cookie credentials still need the same origin: `*` cannot reopen CSWSH.
@@ -47,7 +48,7 @@ impl OriginPolicy {
         match (origins.next(), origins.next()) {
             (Some(_), Some(_)) => Err(Rejection::OriginNotAllowed("more than one Origin header".into())),
             (Some(origin), None) if self.allows(origin, head.host(), ambient) => Ok(()),
-            (Some(_), None) => Err(Rejection::OriginNotAllowed("origin not allowed".into())),
+            (Some(origin), None) => Err(Rejection::OriginNotAllowed(self.refusal(origin, ambient).into())),
             (None, _) if ambient => Err(Rejection::OriginNotAllowed(
                 "cookie credentials require an allowed Origin".into(),
             )),
@@ -58,11 +59,26 @@ impl OriginPolicy {
     /// Whether `origin` is allowed for a request whose `Host` header is `host`; `ambient`:
     /// the credential is a cookie, which `*` never covers.
     pub fn allows(&self, origin: &str, host: Option<&str>, ambient: bool) -> bool {
-        match self {
-            OriginPolicy::SameOrigin => same_origin(origin, host),
-            OriginPolicy::List(allowed) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
-            OriginPolicy::Any => !ambient || same_origin(origin, host),
-        }
+        same_origin(origin, host)
+            || match self {
+                OriginPolicy::SameOrigin => false,
+                OriginPolicy::List(allowed) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
+                OriginPolicy::Any => !ambient,
+            }
+    }
+
+    /// What to tell the page that was refused: its own Origin (it knows it anyway; quoted
+    /// and cut short, since it is the client's text) and what would have been allowed, so a
+    /// typo in `--origins` shows at the first refusal.
+    fn refusal(&self, origin: &str, ambient: bool) -> String {
+        let origin: String = origin.chars().take(100).collect();
+        let allowed = match self {
+            OriginPolicy::SameOrigin => "the same origin as Host".to_owned(),
+            OriginPolicy::List(list) => format!("the same origin as Host, {}", list.join(", ")),
+            OriginPolicy::Any => "any origin, but for cookie credentials only the same origin".to_owned(),
+        };
+        let cookie = if ambient { " with a cookie credential" } else { "" };
+        format!("origin {origin:?} not allowed{cookie}; allowed: {allowed}")
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::close;
-use crate::credentials::CredentialError;
+use crate::credentials::{Carrier, CredentialError};
 use crate::head::HeadError;
 use crate::jwt::JwtError;
 
@@ -30,8 +30,12 @@ pub enum Rejection {
     UnsupportedVersion,
     /// Request head over the size or header-count limit: `431`.
     HeadTooLarge,
-    /// No credential at all: `401` with a bare `Bearer` challenge.
-    MissingCredential,
+    /// No credential at all: `401` with a bare `Bearer` challenge, and, when the request
+    /// shows a likely mistake, a hint in the body.
+    MissingCredential(Option<&'static str>),
+    /// A carrier present but empty (`?token=`, `Bearer `, `bearer.`, an emptied cookie): `401`
+    /// with `error="invalid_token"`. An unset token variable is the usual cause.
+    EmptyCredential(Carrier),
     /// A token that failed verification: `401` with `error="invalid_token"`.
     InvalidToken(JwtError),
     /// Any other credential the authenticator does not accept (unknown session, …): `401`
@@ -72,6 +76,7 @@ pub enum Reason {
     WrongIssuerOrAudience,
     InvalidClaims,
     InvalidCredential,
+    EmptyCredential,
     Forbidden,
     Overloaded,
     Unavailable,
@@ -80,7 +85,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`, checked by a test).
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::NotFound,
         Reason::MethodNotAllowed,
         Reason::BadRequest,
@@ -95,6 +100,7 @@ impl Reason {
         Reason::WrongIssuerOrAudience,
         Reason::InvalidClaims,
         Reason::InvalidCredential,
+        Reason::EmptyCredential,
         Reason::Forbidden,
         Reason::Overloaded,
         Reason::Unavailable,
@@ -118,6 +124,7 @@ impl Reason {
             Reason::WrongIssuerOrAudience => "wrong_issuer_or_audience",
             Reason::InvalidClaims => "invalid_claims",
             Reason::InvalidCredential => "invalid_credential",
+            Reason::EmptyCredential => "empty_credential",
             Reason::Forbidden => "forbidden",
             Reason::Overloaded => "overloaded",
             Reason::Unavailable => "unavailable",
@@ -207,7 +214,10 @@ impl Rejection {
             Rejection::BadRequest(_) => row(S::BAD_REQUEST, O::BadRequest, None, Extra::None),
             Rejection::UnsupportedVersion => row(S::BAD_REQUEST, O::BadRequest, None, Extra::WebSocketVersion),
             Rejection::HeadTooLarge => row(S::REQUEST_HEADER_FIELDS_TOO_LARGE, O::BadRequest, None, Extra::None),
-            Rejection::MissingCredential | Rejection::InvalidToken(_) | Rejection::InvalidCredential(_) => {
+            Rejection::MissingCredential(_)
+            | Rejection::EmptyCredential(_)
+            | Rejection::InvalidToken(_)
+            | Rejection::InvalidCredential(_) => {
                 row(S::UNAUTHORIZED, O::Unauthenticated, unauthenticated, Extra::Challenge)
             }
             Rejection::Forbidden(_) => row(S::FORBIDDEN, O::Forbidden, Some(close::FORBIDDEN), Extra::None),
@@ -259,7 +269,7 @@ impl Rejection {
     /// The challenge (RFC 6750 §3): bare when no credential was sent, `invalid_token` with a
     /// description otherwise.
     fn challenge(&self) -> String {
-        if *self == Rejection::MissingCredential {
+        if matches!(self, Rejection::MissingCredential(_)) {
             return r#"Bearer realm="wsgate""#.to_owned();
         }
         format!(
@@ -275,7 +285,8 @@ impl Rejection {
             Rejection::MethodNotAllowed => Reason::MethodNotAllowed,
             Rejection::BadRequest(_) | Rejection::UnsupportedVersion => Reason::BadRequest,
             Rejection::HeadTooLarge => Reason::HeadTooLarge,
-            Rejection::MissingCredential => Reason::MissingCredential,
+            Rejection::MissingCredential(_) => Reason::MissingCredential,
+            Rejection::EmptyCredential(_) => Reason::EmptyCredential,
             Rejection::InvalidToken(e) => match e {
                 JwtError::TooLong | JwtError::Malformed(_) => Reason::MalformedToken,
                 JwtError::UnsupportedAlgorithm | JwtError::UnsupportedHeader(_) => Reason::UnsupportedToken,
@@ -303,7 +314,12 @@ impl fmt::Display for Rejection {
             Rejection::BadRequest(why) => write!(f, "bad request: {why}"),
             Rejection::UnsupportedVersion => write!(f, "bad request: Sec-WebSocket-Version must be 13"),
             Rejection::HeadTooLarge => write!(f, "request header fields too large"),
-            Rejection::MissingCredential => write!(f, "no credential"),
+            Rejection::MissingCredential(None) => write!(f, "no credential"),
+            Rejection::MissingCredential(Some(hint)) => write!(f, "no credential: {hint}"),
+            Rejection::EmptyCredential(carrier) => write!(
+                f,
+                "empty credential in {carrier}: an unset token variable is the usual cause"
+            ),
             Rejection::InvalidToken(e) => write!(f, "{e}"),
             Rejection::InvalidCredential(why) => write!(f, "{why}"),
             Rejection::Forbidden(why) | Rejection::OriginNotAllowed(why) => write!(f, "forbidden: {why}"),
@@ -324,7 +340,10 @@ impl From<JwtError> for Rejection {
 
 impl From<CredentialError> for Rejection {
     fn from(e: CredentialError) -> Rejection {
-        Rejection::BadRequest(e.to_string().into())
+        match e {
+            CredentialError::Empty(carrier) => Rejection::EmptyCredential(carrier),
+            other => Rejection::BadRequest(other.to_string().into()),
+        }
     }
 }
 

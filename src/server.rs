@@ -43,6 +43,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{Authenticator, JwtAuthenticator};
 use crate::config::{Config, ConfigError, RejectMode};
 use crate::connection::{self, Connection};
+use crate::credentials::Carrier;
 use crate::gate::{CHAT_PATH, Gate};
 use crate::handshake::Upgrade;
 use crate::head::RequestHead;
@@ -82,6 +83,7 @@ struct Shared<A> {
     /// One throttle per refusal reason, indexed by [`Reason`].
     refusal_log: [Throttle; Reason::ALL.len()],
     accept_log: Throttle,
+    advice_log: Throttle,
 }
 
 /// The server could not start.
@@ -161,6 +163,7 @@ impl<A: Authenticator> Server<A> {
             ),
             refusal_log: std::array::from_fn(|_| Throttle::new(LOG_LINES_PER_SECOND)),
             accept_log: Throttle::new(1),
+            advice_log: Throttle::new(LOG_LINES_PER_SECOND),
             config,
             rooms,
             metrics,
@@ -348,6 +351,18 @@ impl<A: Authenticator> Socket<A> {
         let room = &admission.room;
         let user = &admission.identity.username;
         info!(%peer, room, ?user, carrier = %admission.carrier, "handshake accepted");
+        // The client sent its token as a subprotocol but offered nothing we can echo: a
+        // browser fails such a connection on its side, so say why here.
+        if admission.carrier == Carrier::Subprotocol && admission.upgrade.protocol().is_none() {
+            shared.metrics.without_protocol();
+            if let Some(suppressed) = shared.advice_log.allow() {
+                warn!(
+                    %peer,
+                    suppressed,
+                    "client offered only a bearer. subprotocol, so none is echoed and browsers fail the connection; browsers need [\"chat\", \"bearer.<jwt>\"]"
+                );
+            }
+        }
         drop(head);
 
         let _open = shared.metrics.connection_opened();

@@ -60,7 +60,7 @@ async fn bad_tokens_are_401_with_a_reason() {
     );
     assert_eq!(rejection.label().as_str(), "expired");
     assert_eq!(
-        Rejection::MissingCredential.www_authenticate().unwrap(),
+        Rejection::MissingCredential(None).www_authenticate().unwrap(),
         r#"Bearer realm="wsgate""#
     );
     let forged = Key::new(b"some-other-secret-0123456789abcdefgh")
@@ -191,8 +191,15 @@ fn explicit_lists_and_any() {
             .is_err()
     );
     assert!(
-        list.check(&h("https://ws.example"), Some(Carrier::Cookie)).is_err(),
-        "a list replaces same-origin"
+        list.check(&h("https://ws.example"), Some(Carrier::Cookie)).is_ok(),
+        "a list adds to the same origin: a page the server serves itself is never refused"
+    );
+    let refused = list
+        .check(&h("https://evil.example"), Some(Carrier::Query))
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        r#"forbidden: origin "https://evil.example" not allowed; allowed: the same origin as Host, https://app.example, http://localhost:3000"#
     );
     let any = OriginPolicy::Any;
     assert!(any.check(&h("https://anything.example"), Some(Carrier::Query)).is_ok());
@@ -254,6 +261,6 @@ async fn the_whole_decision_for_a_browser_request() {
     let no_credential = upgrade_head("lobby", &[("Host", "chat.example")]);
     assert_eq!(
         gate.admit(&no_credential).await.unwrap_err(),
-        Rejection::MissingCredential
+        Rejection::MissingCredential(None)
     );
 }

@@ -85,7 +85,9 @@ fn the_echoed_protocol_is_never_the_bearer_entry() {
         select_protocol(&h, &supported).map(str::to_owned)
     };
     assert_eq!(protocol(&format!("bearer.{T}, chat")), Some("chat".into()));
-    assert_eq!(protocol(&format!("chat.v2,bearer.{T},chat")), Some("chat.v2".into()));
+    // The server's preference order wins over the client's (PROTOCOL.md §2).
+    assert_eq!(protocol(&format!("chat.v2,bearer.{T},chat")), Some("chat".into()));
+    assert_eq!(protocol(&format!("chat.v2,bearer.{T}")), Some("chat.v2".into()));
     assert_eq!(protocol(&format!("bearer.{T}")), None);
     assert_eq!(protocol("other, bearer.chat"), None);
     assert_eq!(protocol("superchat"), None);
@@ -133,7 +135,15 @@ fn cookies_with_several_pairs_and_odd_spacing() {
         find("/x", &[("Cookie", "access_token=; sessionid=S")]),
         found(SessionCookie, "S")
     );
-    assert_eq!(find("/x", &[("Cookie", "access_token=\"\"")]), Ok(None));
+    // Only an emptied cookie: an empty credential, not "none" (PROTOCOL.md §4).
+    assert_eq!(
+        find("/x", &[("Cookie", "access_token=\"\"")]),
+        Err(CredentialError::Empty(Cookie))
+    );
+    assert_eq!(
+        find("/x", &[("Cookie", "sessionid=")]),
+        Err(CredentialError::Empty(SessionCookie))
+    );
     // Cookie names are configurable.
     let carriers = Carriers {
         jwt_cookie: "jwt".into(),
@@ -178,6 +188,23 @@ fn ambiguous_or_empty_carriers_are_errors() {
     assert_eq!(find("/x?token=a&token=b", &[]), Err(Ambiguous(Query)));
     assert_eq!(find("/x?token=", &[]), Err(Empty(Query)));
     assert_eq!(find("/x?token", &[]), Err(Empty(Query)));
+    // Empty is a 401 with invalid_token, whatever the carrier (PROTOCOL.md §4).
+    for e in [
+        Empty(Query),
+        Empty(AuthorizationHeader),
+        Empty(Subprotocol),
+        Empty(Cookie),
+    ] {
+        let rejection = wsgate::rejection::Rejection::from(e);
+        assert_eq!(rejection.status(), 401);
+        assert!(
+            rejection
+                .www_authenticate()
+                .unwrap()
+                .contains(r#"error="invalid_token""#)
+        );
+        assert!(rejection.to_string().contains("unset token variable"), "{rejection}");
+    }
     assert_eq!(
         find("/x", &[("Cookie", "access_token=a; access_token=b")]),
         Err(Ambiguous(Cookie))
@@ -217,7 +244,7 @@ fn secrets_never_appear_in_debug_or_display() {
     for e in errors {
         assert!(!format!("{e} {e:?}").contains("TOPSECRET"));
         let rejection = wsgate::rejection::Rejection::from(e);
-        assert_eq!(rejection.status(), 400);
+        assert!([400, 401].contains(&rejection.status().as_u16()));
         assert!(!format!("{rejection} {rejection:?}").contains("TOPSECRET"));
     }
 }
@@ -268,4 +295,27 @@ fn request_heads_are_bounded_and_strict() {
         .unwrap();
     assert!(!h.is_http11());
     assert_eq!(h.headers("A").collect::<Vec<_>>(), ["1", "2"]);
+}
+
+#[test]
+fn a_missing_credential_says_what_was_probably_meant() {
+    let hint = |headers: &[(&str, &str)]| Carriers::default().missing_hint(&head("/x", headers));
+    assert!(hint(&[("Authorization", T)]).unwrap().contains("Bearer scheme"));
+    assert!(
+        hint(&[("Authorization", &format!("Token {T}"))])
+            .unwrap()
+            .contains("use Bearer")
+    );
+    let protocols = [format!("token, {T}"), format!("Authorization, {T}"), T.to_owned()];
+    for offered in &protocols {
+        let hint = hint(&[("Sec-WebSocket-Protocol", offered)]).unwrap();
+        assert!(hint.contains("bearer. prefix"), "{offered}: {hint}");
+    }
+    // Basic credentials a browser replays, or nothing at all: no hint.
+    assert_eq!(hint(&[("Authorization", "Basic dXNlcjpwYXNz")]), None);
+    assert_eq!(hint(&[]), None);
+    // No hint ever repeats the value.
+    for offered in &protocols {
+        assert!(!hint(&[("Sec-WebSocket-Protocol", offered)]).unwrap().contains(T));
+    }
 }

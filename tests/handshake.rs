@@ -336,15 +336,28 @@ async fn cookies_need_an_allowed_origin() {
             .await
             .is_ok()
     );
+    // The server's own origin stays allowed beside the list (its demo page must work).
     let same = format!("http://{}", listed.addr);
-    assert_eq!(
-        refused(
-            listed
-                .connect("/ws/chat/lobby", &[("Cookie", &cookie), ("Origin", &same)])
-                .await
-        )
-        .status(),
-        403
+    assert!(
+        listed
+            .connect("/ws/chat/lobby", &[("Cookie", &cookie), ("Origin", &same)])
+            .await
+            .is_ok()
+    );
+    // A refusal names the refused Origin and what is allowed, so a typo shows at once.
+    let response = refused(
+        listed
+            .connect(
+                "/ws/chat/lobby",
+                &[("Cookie", &cookie), ("Origin", "https://app.example.com")],
+            )
+            .await,
+    );
+    assert_eq!(response.status(), 403);
+    let text = body(&response);
+    assert!(
+        text.contains(r#"origin "https://app.example.com" not allowed"#) && text.contains("https://app.example"),
+        "{text}"
     );
 }
 
