@@ -2,7 +2,7 @@
 //! user) to a store and sets a `sessionid` cookie; the browser sends that cookie with the
 //! WebSocket handshake; this custom `Authenticator` resolves it.
 //!
-//! Run: `cargo run --example session_auth`, then try the printed `websocat` command.
+//! Run: `cargo run --example session_auth`, then try the printed `wsgate connect` command.
 //!
 //! Two things wsgate still does around the custom authenticator, whatever it says: the
 //! Origin check (a cookie is honoured only from the app's own origin, which stops
@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = server.local_addr();
     println!("Session-cookie server on {addr}. As the browser on {app_origin} would connect:\n");
     println!(
-        "  websocat -H 'Cookie: sessionid={session_id}' -H 'Origin: {app_origin}' ws://{addr}/ws/chat/support-1\n"
+        "  cargo run -- connect ws://{addr}/ws/chat/support-1 -H 'Cookie: sessionid={session_id}' -H 'Origin: {app_origin}'\n"
     );
     println!("Without the Origin, from another origin, or in a room outside support-*, it is refused.");
     server

@@ -79,7 +79,7 @@ async fn start(mut command: Command, dev_mode: bool) -> (Child, String, Vec<Stri
     if dev_mode {
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         while let Some(line) = within(stdout.next_line()).await.unwrap() {
-            let done = line.starts_with("Then send");
+            let done = line.contains("Stop with Ctrl-C");
             stdout_lines.push(line);
             if done {
                 break;
@@ -94,12 +94,16 @@ async fn dev_mode_prints_a_working_token() {
     let (_child, addr, banner) = spawn_server(&[], None).await;
     let text = banner.join("\n");
     assert!(text.contains("dev mode") && text.contains(&addr), "{text}");
-    let url = banner
+    // The banner's terminal line: `<this binary> connect ws://ADDR/ws/chat/lobby --token JWT`.
+    let words: Vec<&str> = banner
         .iter()
-        .find_map(|l| l.trim().strip_prefix("websocat '"))
+        .find(|l| l.contains(" connect ws://") && !l.contains("curl"))
         .unwrap()
-        .trim_end_matches('\'');
-    assert!(url.starts_with(&format!("ws://{addr}/ws/chat/lobby?token=")));
+        .split_whitespace()
+        .collect();
+    assert_eq!((words[0], words[1], words[3]), (BIN, "connect", "--token"), "{text}");
+    assert_eq!(words[2], format!("ws://{addr}/ws/chat/lobby"));
+    let url = format!("{}?token={}", words[2], words[4]);
     let (mut client, _) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
     let welcome = within(client.next()).await.unwrap().unwrap();
     assert!(welcome.to_text().unwrap().contains(r#""username":"alice""#));
@@ -143,7 +147,20 @@ async fn the_token_command_signs_what_it_is_asked() {
 
     let (code, _, stderr) = output(&["token", "--sub", "alice"], None).await;
     assert_eq!(code, 2);
-    assert!(stderr.contains("no secret"), "{stderr}");
+    assert!(
+        stderr.contains("no secret") && stderr.contains("/dev/token?sub="),
+        "{stderr}"
+    );
+    // Rooms are checked before anything is signed.
+    for bad in ["bad room", "lob*by", "a,", "x/y"] {
+        let (code, _, stderr) = output(&["token", "--sub", "alice", "--rooms", bad], Some(&secret())).await;
+        if bad == "a," {
+            assert_eq!(code, 0, "a trailing comma is just an empty item: {stderr}");
+            continue;
+        }
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(stderr.contains("not a room name or prefix*"), "{stderr}");
+    }
 }
 
 #[tokio::test]
@@ -524,4 +541,109 @@ async fn the_load_generator_runs_against_the_server() {
     .await
     .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+/// Runs `wsgate connect` with `args`, `stdin` typed in, and returns (exit code, stdout, stderr).
+async fn connect(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut command = wsgate(None);
+    command
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    within(input.write_all(stdin.as_bytes())).await.unwrap();
+    drop(input);
+    let out = within(child.wait_with_output()).await.unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+#[tokio::test]
+async fn the_terminal_client_chats_over_every_carrier_and_never_shows_the_token() {
+    let (_server, addr, _) = spawn_server(&[], Some(&secret())).await;
+    let url = format!("ws://{addr}/ws/chat/lobby");
+    let token = common::token("alice");
+    for carrier in ["header", "subprotocol", "query", "cookie"] {
+        let line = format!("hello over {carrier}");
+        let (code, stdout, stderr) = connect(&[&url, "--token", &token, "--carrier", carrier, "-v"], &line).await;
+        assert_eq!(code, 0, "{carrier}: {stdout}{stderr}");
+        assert!(stdout.contains(r#""type":"welcome""#), "{carrier}: {stdout}");
+        assert!(
+            stdout.contains(&format!(r#""username":"alice","message":"{line}""#)),
+            "{carrier}: {stdout}"
+        );
+        // -v shows the handshake, with the token redacted wherever the carrier put it.
+        assert!(
+            stderr.contains("> GET /ws/chat/lobby") && stderr.contains("< HTTP/1.1 101"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("<token>"), "{carrier}: nothing redacted?\n{stderr}");
+        assert!(
+            !stdout.contains(&token) && !stderr.contains(&token),
+            "{carrier}: the token was printed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_terminal_client_explains_refusals_and_exits_non_zero() {
+    let (_server, addr, _) = spawn_server(&[], Some(&secret())).await;
+    let url = format!("ws://{addr}/ws/chat/lobby");
+    let (code, stdout, _) = connect(&[&url, "--token", "not.a.token"], "").await;
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("refused: HTTP 401"), "{stdout}");
+    let limited = common::token_for_rooms("alice", &["other"]);
+    let (code, stdout, _) = connect(&[&url, "--token", &limited], "").await;
+    assert_eq!(code, 4, "{stdout}");
+
+    // Close mode: the close code, its meaning, and the same exit codes.
+    let (_server, addr, _) = spawn_server(&["--reject-with", "close"], Some(&secret())).await;
+    let url = format!("ws://{addr}/ws/chat/lobby");
+    let (code, stdout, _) = connect(&[&url], "").await;
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.contains("closed 4401") && stdout.contains("get a new token"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = connect(&[&url, "--token", &limited], "").await;
+    assert_eq!(code, 4, "{stdout}");
+    assert!(
+        stdout.contains("closed 4403") && stdout.contains("will not help"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn the_embed_example_runs_as_written() {
+    // No WSGATE_SECRET: it makes a random one, logs through its own subscriber, and prints a
+    // line that connects.
+    let mut child = Command::new(example("embed"))
+        .env_remove("WSGATE_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = loop {
+        let line = within(stdout.next_line()).await.unwrap().expect("embed exited");
+        if line.starts_with("try: ") {
+            break line;
+        }
+    };
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let url = format!("{}?token={}", words[5], words[7]);
+    let (mut client, _) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
+    let welcome = within(client.next()).await.unwrap().unwrap();
+    assert!(welcome.to_text().unwrap().contains(r#""type":"welcome""#));
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let logged = within(stderr.next_line()).await.unwrap().unwrap_or_default();
+    assert!(
+        logged.contains("listening"),
+        "the embedded server logged nothing: {logged:?}"
+    );
 }

@@ -11,14 +11,14 @@ use clap::error::{ContextKind, ContextValue};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use wsgate::{Config, OriginPolicy, RejectMode};
 
-use crate::values::{ExtraKey, List, Span, address, extra_key, message_size, origins, subject, whole};
+use crate::values::{ExtraKey, List, Span, address, extra_key, message_size, origins, rooms, subject, whole};
 
 /// A WebSocket chat server that authenticates every connection during the opening handshake.
 #[derive(Parser)]
 #[command(
     name = "wsgate",
     version,
-    override_usage = "wsgate [serve] [OPTIONS]\n       wsgate token --sub <NAME> [OPTIONS]",
+    override_usage = "wsgate [serve] [OPTIONS]\n       wsgate token --sub <NAME> [OPTIONS]\n       wsgate connect <URL> [--token <TOKEN>] [--carrier <CARRIER>] [-v]",
     // A fixed width: the help reads the same in any terminal, and README.md holds a copy.
     term_width = 100
 )]
@@ -35,6 +35,50 @@ pub(crate) enum Command {
     /// Print a token signed with the configured secret
     #[command(after_help = TOKEN_NOTES)]
     Token(TokenArgs),
+    /// A terminal client: stdin lines become chat messages, every frame received is printed
+    #[command(after_help = CONNECT_NOTES)]
+    Connect(ConnectArgs),
+}
+
+pub(crate) const CONNECT_NOTES: &str = "\
+Exit codes: 0 closed normally (1000, 1001); 3 unauthenticated (401, 4401: get a new token);
+4 forbidden (403, 4403: reconnecting will not help); 5 try later (429, 503, 4429); 1 anything
+else; 2 usage.
+
+Example: wsgate connect ws://127.0.0.1:8080/ws/chat/lobby --token \"$TOKEN\" --carrier subprotocol -v";
+
+#[derive(Args)]
+pub(crate) struct ConnectArgs {
+    /// The room's URL, e.g. ws://127.0.0.1:8080/ws/chat/lobby
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    /// The token to send (none: see what the server says without one)
+    #[arg(long, env = "WSGATE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Where to put the token: Authorization header, a bearer. subprotocol entry, the query
+    /// string, or a cookie (with this server's own Origin, as a page it served would send)
+    #[arg(long, value_name = "CARRIER", default_value = "header")]
+    pub carrier: Carrier,
+
+    /// Another request header, e.g. -H 'Cookie: sessionid=…' -H 'Origin: https://app.example';
+    /// repeatable
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
+    /// Print the handshake's request and response heads (the token redacted)
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// The credential carriers a client can choose (PROTOCOL.md §2).
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Carrier {
+    Header,
+    Subprotocol,
+    Query,
+    Cookie,
 }
 
 pub(crate) const SERVE_NOTES: &str = "\
@@ -215,7 +259,7 @@ pub(crate) struct TokenArgs {
     pub ttl: Span,
 
     /// Rooms the token may join, comma-separated: names, or prefix* [default: any]
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", value_parser = rooms)]
     pub rooms: Option<List>,
 
     /// Key id to put in the header

@@ -1,4 +1,4 @@
-//! The `wsgate` command line: `wsgate serve` (the default) and `wsgate token`.
+//! The `wsgate` command line: `wsgate serve` (the default), `wsgate token` and `wsgate connect`.
 //!
 //! Each command's options are one clap struct: the parser, `--help` and the environment
 //! variables (`--max-connections` ↔ `WSGATE_MAX_CONNECTIONS`) all come from it, so the help
@@ -8,6 +8,7 @@
 //! inside a connection, would cost every client instead of the one operator.
 
 mod args;
+mod connect;
 mod values;
 
 use std::ffi::OsString;
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
     let name = match args[1].to_str() {
         Some("serve") => "wsgate serve",
         Some("token") => "wsgate token",
+        Some("connect") => "wsgate connect",
         _ => "wsgate",
     };
     let cli = match command()
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Token(args) => token(args),
+        Command::Connect(args) => connect::connect(args),
     };
     match result {
         Ok(code) => code,
@@ -243,17 +246,24 @@ fn print_dev_banner(addr: SocketAddr, key: &Key) {
     println!("wsgate dev mode: no secret was given, so a random one was made; its tokens die with this process.");
     println!("Listening on {addr} (loopback only).\n");
     println!("A token for alice, valid for one hour:\n\n  {jwt}\n");
+    // The path of this very binary, so the lines below run as printed.
+    let exe = std::env::current_exe().map_or_else(|_| "wsgate".to_owned(), |p| p.display().to_string());
     println!("Open the demo page: http://{addr}/\n");
-    println!("Or try:");
-    println!("  websocat 'ws://{addr}/ws/chat/lobby?token={jwt}'");
-    println!("  curl http://{addr}/healthz");
-    println!("  curl http://{addr}/metrics\n");
-    println!("Then send {{\"message\":\"hello\"}}. Stop with Ctrl-C.");
+    println!("Or chat from a terminal (type lines; Ctrl-D leaves):");
+    println!("  {exe} connect ws://{addr}/ws/chat/lobby --token {jwt}\n");
+    println!("As another user, with a token from this server:");
+    println!("  {exe} connect ws://{addr}/ws/chat/lobby --token \"$(curl -s 'http://{addr}/dev/token?sub=bob')\"\n");
+    println!("Health and metrics: curl http://{addr}/healthz, curl http://{addr}/metrics. Stop with Ctrl-C.");
 }
 
 fn token(args: TokenArgs) -> Result<ExitCode, Usage> {
-    let secret = secret(args.secret_file.as_deref())?
-        .ok_or_else(|| Usage("no secret: set WSGATE_SECRET or --secret-file".to_owned()))?;
+    let secret = secret(args.secret_file.as_deref())?.ok_or_else(|| {
+        Usage(
+            "no secret: set WSGATE_SECRET or --secret-file (a dev-mode server's secret is its own: \
+                 curl 'http://127.0.0.1:8080/dev/token?sub=NAME')"
+                .to_owned(),
+        )
+    })?;
     let key = key(&secret, args.kid.as_deref())?;
     let now = unix_now();
     // At most a year (MAX_DURATION), so it fits.

@@ -117,6 +117,25 @@ pub(crate) fn message_size(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `--rooms`: each entry a room name, or a prefix of one followed by `*`, so a token is never
+/// signed for rooms no request could name.
+pub(crate) fn rooms(text: &str) -> Result<List, String> {
+    let list = List::from_str(text)?;
+    for entry in &list.0 {
+        let valid = match entry.strip_suffix('*') {
+            Some("") => true,
+            Some(prefix) => wsgate::room::check_name(prefix).is_ok(),
+            None => wsgate::room::check_name(entry).is_ok(),
+        };
+        if !valid {
+            return Err(format!(
+                "{entry:?} is not a room name or prefix*: 1-64 characters of [A-Za-z0-9_.-], * only at the end"
+            ));
+        }
+    }
+    Ok(list)
+}
+
 /// `--sub`: the one rule every username follows.
 pub(crate) fn subject(text: &str) -> Result<String, String> {
     wsgate::jwt::check_subject(text).map_err(|e| e.to_string())?;
