@@ -412,7 +412,7 @@ fn log_refusal<A>(shared: &Shared<A>, peer: SocketAddr, head: Option<&RequestHea
     let Some(suppressed) = shared.refusal_log[rejection.label() as usize].allow() else {
         return;
     };
-    let path: Option<String> = head.map(|h| h.path().chars().take(64).collect());
+    let path: String = head.map(|h| h.path().chars().take(64).collect()).unwrap_or_default();
     let status = rejection.status().as_u16();
     info!(%peer, ?path, status, reason = %rejection, suppressed, "{what}");
 }

@@ -135,6 +135,16 @@ test("a tampered token shows 4401 on the page", { timeout: 30_000 }, async () =>
   await page.context().close();
 });
 
+test("connecting with no token says why, with 4401", { timeout: 30_000 }, async () => {
+  const page = await openDemo("nobody", "lobby");
+  await page.check("input[name=carrier][value=subprotocol]");
+  await page.click("#connect"); // the natural first click: no token yet
+  const status = await waitForStatus(page, "bad");
+  assert.equal(await page.getAttribute("#status", "data-code"), "4401");
+  assert.match(status, /empty credential/);
+  await page.context().close();
+});
+
 test("a page from another origin cannot use the cookie", { timeout: 30_000 }, async () => {
   // The victim logs in on the demo page: the browser now holds access_token for 127.0.0.1.
   const victim = await openDemo("victim", "private");
