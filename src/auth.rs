@@ -46,10 +46,18 @@ pub struct Identity {
     /// Rooms this identity may join (exact names or `prefix*`); `None`: every room.
     #[serde(default)]
     pub rooms: Option<Vec<String>>,
-    /// When the credential stops being valid (Unix seconds, leeway included); the server
-    /// closes the connection with `4401` then. `None`: never.
+    /// When the credential expires (Unix seconds): a token's `exp`. The server tells the
+    /// client this, warns it before, and closes with `4401` once it plus the leeway has passed.
+    /// `None`: never.
     #[serde(default)]
     pub expires_at: Option<i64>,
+    /// When the credential was issued (a token's `iat`): a revocation of the user reaches the
+    /// credentials issued before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
+    /// The credential's own id (a token's `jti`), by which it can be revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 impl Identity {
@@ -59,17 +67,19 @@ impl Identity {
             username: username.into(),
             rooms: None,
             expires_at: None,
+            issued_at: None,
+            jti: None,
         }
     }
 
-    /// The identity a verified token stands for; it expires at `exp + leeway`, the same
-    /// moment verification would start failing.
-    pub fn from_claims(claims: Claims, leeway: u64) -> Identity {
-        let leeway = i64::try_from(leeway).unwrap_or(i64::MAX);
+    /// The identity a verified token stands for.
+    pub fn from_claims(claims: Claims) -> Identity {
         Identity {
             username: claims.sub,
             rooms: claims.rooms,
-            expires_at: Some(claims.exp.saturating_add(leeway)),
+            expires_at: Some(claims.exp),
+            issued_at: claims.iat,
+            jti: claims.jti,
         }
     }
 
@@ -119,6 +129,18 @@ pub trait Authenticator: Send + Sync + 'static {
         credential: &Credential,
         head: &RequestHead,
     ) -> impl Future<Output = Result<Identity, Rejection>> + Send;
+
+    /// The identity behind `token`, sent in-band by an open connection to renew its credential
+    /// (`{"type":"refresh","token":…}`). The connection then checks that it is the same user
+    /// and still allowed in its room. By default refresh is not supported.
+    fn refresh(&self, token: &str) -> impl Future<Output = Result<Identity, Rejection>> + Send {
+        let _ = token;
+        async {
+            Err(Rejection::InvalidCredential(
+                "in-band refresh is not supported here".into(),
+            ))
+        }
+    }
 }
 
 /// A session store failed (not "no such session", which is `Ok(None)`).
@@ -236,6 +258,10 @@ impl<S: SessionStore> Authenticator for JwtAuthenticator<S> {
             };
         }
         let claims = self.verifier.verify(credential.secret())?;
-        Ok(Identity::from_claims(claims, self.verifier.validation().leeway))
+        Ok(Identity::from_claims(claims))
+    }
+
+    async fn refresh(&self, token: &str) -> Result<Identity, Rejection> {
+        Ok(Identity::from_claims(self.verifier.verify(token)?))
     }
 }

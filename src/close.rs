@@ -26,6 +26,8 @@ pub enum Close {
     Shutdown,
     /// The token's `exp` (plus leeway) has passed: `4401`.
     Expired,
+    /// A refreshed token no longer allows this room: `4403`.
+    RoomWithdrawn,
     /// Nothing heard from the client, not even a pong, for the idle timeout: `1001`.
     Idle,
     /// The client took none of our writes for the write timeout: `1008`.
@@ -46,6 +48,7 @@ impl Close {
         match self {
             Close::Shutdown => (CloseCode::Away, "server shutting down"),
             Close::Expired => (UNAUTHENTICATED, "token expired"),
+            Close::RoomWithdrawn => (FORBIDDEN, "room not allowed by the refreshed token"),
             Close::Idle => (CloseCode::Away, "idle timeout"),
             Close::NotReading => (CloseCode::Policy, "not reading"),
             Close::Binary => (CloseCode::Unsupported, "binary messages are not supported"),

@@ -86,6 +86,9 @@ pub struct Config {
     pub rate_limit: u32,
     /// Messages a connection may send in a burst above the average. Default 100.
     pub rate_burst: u32,
+    /// A connection is sent `expiring` this long before its credential's `exp`, so it can
+    /// send a `refresh` in time. Default 60 s.
+    pub refresh_window: Duration,
     /// A connection that takes none of our writes for this long is closed with `1008`.
     /// Default 10 s.
     pub write_timeout: Duration,
@@ -133,6 +136,7 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             rate_limit: 50,
             rate_burst: 100,
+            refresh_window: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
@@ -193,6 +197,9 @@ impl Config {
         }
         if self.user_connect_rate == 0 || self.user_connect_burst == 0 {
             return fail("user connect rate and burst must be at least 1");
+        }
+        if self.refresh_window > MAX_DURATION {
+            return fail("the refresh window must be at most 365 days");
         }
         let durations = [
             self.handshake_timeout,

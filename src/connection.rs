@@ -16,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::auth::Identity;
+use crate::auth::{Authenticator, Identity};
 use crate::bucket::TokenBucket;
 use crate::close::Close;
 use crate::config::Config;
@@ -37,7 +37,7 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An upgraded, admitted connection and what it needs to run.
-pub(crate) struct Connection<'a, S> {
+pub(crate) struct Connection<'a, S, A> {
     /// The socket.
     pub ws: WebSocketStream<S>,
     /// Who is connected; `username` goes into every message they send.
@@ -48,14 +48,46 @@ pub(crate) struct Connection<'a, S> {
     pub config: &'a Config,
     /// Counters.
     pub metrics: &'a Metrics,
+    /// Checks the tokens of in-band refreshes.
+    pub authenticator: &'a A,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
+/// What a client's text frame asks for.
+enum Request {
+    /// Answer the client alone (an error).
+    Reply(Message),
+    /// Renew the credential with this token.
+    Refresh(String),
+    /// Nothing more to do (a chat message was broadcast).
+    Done,
+}
+
+/// How a `refresh` ended.
+enum Refreshed {
+    /// Accepted: the connection now expires at this `exp`.
+    Until(i64),
+    /// Refused; the connection keeps its old expiry.
+    Refused(String),
+    /// A valid token for the same user that no longer allows this room.
+    RoomWithdrawn,
+}
+
+/// The next thing the connection's one expiry timer waits for.
+#[derive(Clone, Copy)]
+enum Expiry {
+    /// Tell the client its credential expires at `exp`.
+    Warn { at: Instant, exp: i64 },
+    /// Close: `exp` plus the leeway has passed.
+    Close { at: Instant },
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
     /// Runs until the client leaves, breaks a rule, expires, or the server shuts down.
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let config = self.config;
-        let welcome = messages::text(&Welcome::new(self.membership.room(), &self.identity.username));
-        if self.ws.send(welcome).await.is_err() {
+        let identity = &self.identity;
+        let welcome = Welcome::new(self.membership.room(), &identity.username, identity.expires_at);
+        if self.ws.send(messages::text(&welcome)).await.is_err() {
             return;
         }
 
@@ -65,17 +97,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
         // Built once and pinned, not per loop turn: each would otherwise register (and drop)
         // a timer or a waiter on the shared shutdown channel every time a message wakes us.
-        let expiry = self.identity.expires_at.map(deadline);
-        let expired = sleep_until(expiry.unwrap_or_else(far_future));
+        // One timer serves both the `expiring` warning and the close; a refresh resets it.
+        let mut warned = false;
+        let mut expiry = self.next_expiry(warned);
+        let timer = sleep_until(expiry.map_or_else(far_future, Expiry::at));
         let shutting_down = shutdown.wait();
-        tokio::pin!(expired, shutting_down);
+        tokio::pin!(timer, shutting_down);
 
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let close = loop {
             tokio::select! {
                 _ = &mut shutting_down => break Some(Close::Shutdown.frame()),
-                // `Identity::expires_at` already includes the leeway.
-                _ = &mut expired, if expiry.is_some() => break Some(Close::Expired.frame()),
+                _ = &mut timer, if expiry.is_some() => match expiry {
+                    Some(Expiry::Warn { exp, .. }) => {
+                        warned = true;
+                        expiry = self.next_expiry(warned);
+                        timer.as_mut().reset(expiry.map_or_else(far_future, Expiry::at));
+                        if !self.write(messages::expiring(exp)).await {
+                            break None;
+                        }
+                    }
+                    _ => break Some(Close::Expired.frame()),
+                },
                 _ = ping.tick() => {
                     let quiet = last_heard.elapsed();
                     if quiet >= config.idle_timeout {
@@ -91,18 +134,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
                 frame = self.ws.next() => {
                     last_heard = Instant::now();
-                    let reply = match frame {
+                    let request = match frame {
                         None => break None,
                         Some(Err(e)) => break close_for_error(&e),
                         Some(Ok(Message::Text(t))) if bucket.take(Instant::now()) => self.handle_text(&t),
-                        Some(Ok(Message::Text(_))) => Some(messages::error("rate limited")),
+                        Some(Ok(Message::Text(_))) => Request::Reply(messages::error("rate limited")),
                         Some(Ok(Message::Binary(_))) => break Some(Close::Binary.frame()),
                         Some(Ok(Message::Close(_))) => {
                             // tungstenite has queued its reply; send it and stop.
                             let _ = timeout(CLOSE_TIMEOUT, self.ws.flush()).await;
                             break None;
                         }
-                        Some(Ok(_)) => None, // ping (answered by tungstenite), pong, raw frame
+                        Some(Ok(_)) => Request::Done, // ping (answered by tungstenite), pong, raw frame
+                    };
+                    let reply = match request {
+                        Request::Done => None,
+                        Request::Reply(reply) => Some(reply),
+                        Request::Refresh(token) => match self.refresh(&token).await {
+                            Refreshed::Until(exp) => {
+                                warned = false;
+                                expiry = self.next_expiry(warned);
+                                timer.as_mut().reset(expiry.map_or_else(far_future, Expiry::at));
+                                Some(messages::refreshed(exp))
+                            }
+                            Refreshed::Refused(why) => Some(messages::error(&format!("refresh refused: {why}"))),
+                            Refreshed::RoomWithdrawn => break Some(Close::RoomWithdrawn.frame()),
+                        },
                     };
                     if let Some(reply) = reply
                         && !self.write(reply).await
@@ -132,27 +189,73 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
     }
 
-    /// A chat message from the client: validated, then serialized once for the whole room.
-    /// Returns the reply for the sender alone, if any.
-    fn handle_text(&self, text: &str) -> Option<Message> {
+    /// A text frame from the client: a chat message (validated, then serialized once for the
+    /// whole room) or a typed request.
+    fn handle_text(&self, text: &str) -> Request {
         const NOT_A_MESSAGE: &str = "expected a JSON object with a string \"message\"";
+        let error = |why: &str| Request::Reply(messages::error(why));
         // serde would also read a struct from a JSON array (`["hi"]`); only an object is a
         // message.
         if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
             let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
-            return Some(messages::error(if is_json { NOT_A_MESSAGE } else { "invalid JSON" }));
+            return error(if is_json { NOT_A_MESSAGE } else { "invalid JSON" });
         }
-        match serde_json::from_str::<Incoming>(text) {
-            Ok(incoming) => {
+        let incoming = match serde_json::from_str::<Incoming>(text) {
+            Ok(incoming) => incoming,
+            Err(e) if e.is_syntax() || e.is_eof() => return error("invalid JSON"),
+            Err(_) => return error(NOT_A_MESSAGE),
+        };
+        match (incoming.r#type.as_deref(), incoming.message, incoming.token) {
+            (None, Some(message), _) => {
                 self.metrics.received();
                 let room = self.membership.room();
-                let chat = messages::chat(room, &self.identity.username, &incoming.message);
-                self.membership.broadcast(chat);
-                None
+                self.membership
+                    .broadcast(messages::chat(room, &self.identity.username, &message));
+                Request::Done
             }
-            Err(e) if e.is_syntax() || e.is_eof() => Some(messages::error("invalid JSON")),
-            Err(_) => Some(messages::error(NOT_A_MESSAGE)),
+            (None, None, _) => error(NOT_A_MESSAGE),
+            (Some("refresh"), _, Some(token)) => Request::Refresh(token.into_owned()),
+            (Some("refresh"), _, None) => error("refresh refused: expected a string \"token\""),
+            (Some(_), _, _) => error("unknown type"),
         }
+    }
+
+    /// Checks a refresh token: every token rule, the same user, and still this room. Only an
+    /// accepted one changes the connection's identity.
+    async fn refresh(&mut self, token: &str) -> Refreshed {
+        let fresh = match self.authenticator.refresh(token).await {
+            Ok(fresh) => fresh,
+            Err(rejection) => return Refreshed::Refused(rejection.to_string()),
+        };
+        if fresh.username != self.identity.username {
+            return Refreshed::Refused("the token is for another user".to_owned());
+        }
+        if !fresh.may_join(self.membership.room()) {
+            return Refreshed::RoomWithdrawn;
+        }
+        let Some(exp) = fresh.expires_at else {
+            return Refreshed::Refused("the token has no exp".to_owned());
+        };
+        self.identity = fresh;
+        Refreshed::Until(exp)
+    }
+
+    /// The expiry timer's next stop: the warning, `refresh_window` before `exp`, unless
+    /// `warned`; then the close, at `exp` plus the leeway. `None`: the credential never
+    /// expires.
+    fn next_expiry(&self, warned: bool) -> Option<Expiry> {
+        let exp = self.identity.expires_at?;
+        let window = i64::try_from(self.config.refresh_window.as_secs()).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(self.config.validation.leeway).unwrap_or(i64::MAX);
+        Some(match warned {
+            false => Expiry::Warn {
+                at: deadline(exp.saturating_sub(window)),
+                exp,
+            },
+            true => Expiry::Close {
+                at: deadline(exp.saturating_add(leeway)),
+            },
+        })
     }
 
     /// Writes a `lagged` notice for `missed` messages (in their place in the stream), then
@@ -222,4 +325,12 @@ const YEAR: Duration = Duration::from_secs(86_400 * 365);
 
 fn far_future() -> Instant {
     Instant::now() + YEAR
+}
+
+impl Expiry {
+    fn at(self) -> Instant {
+        match self {
+            Expiry::Warn { at, .. } | Expiry::Close { at } => at,
+        }
+    }
 }

@@ -7,12 +7,17 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A chat message from a client: `{"message":"…"}`. Other members are ignored, `username`
-/// included: the username always comes from the credential.
+/// What a client sends: a chat message `{"message":"…"}` (no `type`), or a typed request such
+/// as `{"type":"refresh","token":"…"}`. Other members are ignored, `username` included: the
+/// username always comes from the credential.
 #[derive(Deserialize)]
 pub(crate) struct Incoming<'a> {
-    #[serde(borrow)]
-    pub message: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub r#type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub message: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub token: Option<Cow<'a, str>>,
 }
 
 /// `{"type":"welcome",…}`, to a member alone, once, right after the upgrade.
@@ -22,17 +27,43 @@ pub(crate) struct Welcome<'a> {
     pub room: &'a str,
     pub username: &'a str,
     pub message: String,
+    /// The credential's expiry (Unix seconds), or `null`.
+    pub exp: Option<i64>,
 }
 
 impl<'a> Welcome<'a> {
-    pub fn new(room: &'a str, username: &'a str) -> Welcome<'a> {
+    pub fn new(room: &'a str, username: &'a str, exp: Option<i64>) -> Welcome<'a> {
         Welcome {
             r#type: "welcome",
             room,
             username,
             message: format!("Welcome, {username}!"),
+            exp,
         }
     }
+}
+
+/// `{"type":"expiring","exp":E}` or `{"type":"refreshed","exp":E}`, to one member.
+#[derive(Serialize)]
+struct Expiry {
+    r#type: &'static str,
+    exp: i64,
+}
+
+/// The credential expires at `exp`: send a `refresh` before then.
+pub(crate) fn expiring(exp: i64) -> Message {
+    text(&Expiry {
+        r#type: "expiring",
+        exp,
+    })
+}
+
+/// A `refresh` was accepted: the connection now expires at `exp`.
+pub(crate) fn refreshed(exp: i64) -> Message {
+    text(&Expiry {
+        r#type: "refreshed",
+        exp,
+    })
 }
 
 /// `{"type":"message",…}`, to every member of the room, the sender included.

@@ -372,6 +372,7 @@ impl<A: Authenticator> Socket<A> {
             identity: admission.identity,
             config,
             metrics: &shared.metrics,
+            authenticator: shared.gate.authenticator(),
         };
         connection.run(shutdown).await;
         debug!(%peer, "connection closed");

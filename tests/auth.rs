@@ -39,7 +39,7 @@ async fn tokens_become_identities() {
         .await
         .unwrap();
     assert_eq!(identity.username, "alice");
-    assert_eq!(identity.expires_at, Some(claims.exp + 30));
+    assert_eq!(identity.expires_at, Some(claims.exp));
     assert!(identity.may_join("lobby") && identity.may_join("team-red") && identity.may_join("team-"));
     assert!(!identity.may_join("lobby2") && !identity.may_join("team") && !identity.may_join("other"));
 }

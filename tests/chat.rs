@@ -49,7 +49,7 @@ async fn the_username_comes_from_the_credential_only() {
     let mut alice = server.join("lobby", "alice").await;
     send(
         &mut alice,
-        r#"{"message":"hi","username":"admin","type":"welcome","room":"other"}"#,
+        r#"{"message":"hi","username":"admin","room":"other"}"#,
     )
     .await;
     let got = next_json(&mut alice).await;
@@ -57,6 +57,10 @@ async fn the_username_comes_from_the_credential_only() {
         got,
         serde_json::json!({"type":"message","room":"lobby","username":"alice","message":"hi"})
     );
+    // A `type` is a request, never a way to forge a server frame (PROTOCOL.md §9).
+    send(&mut alice, r#"{"type":"welcome","message":"hi","username":"admin"}"#).await;
+    let got = next_json(&mut alice).await;
+    assert_eq!(got, serde_json::json!({"type":"error","error":"unknown type"}));
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ pub(super) struct RawClaims<'a> {
     pub iss: Option<Typed<Cow<'a, str>>>,
     pub aud: Option<Typed<Audience>>,
     pub rooms: Option<Typed<Vec<String>>>,
+    pub jti: Option<Typed<Cow<'a, str>>>,
 }
 
 /// Reads a decoded header segment.
@@ -113,6 +114,7 @@ enum ClaimField {
     Iss,
     Aud,
     Rooms,
+    Jti,
 }
 
 impl Field for ClaimField {
@@ -125,6 +127,7 @@ impl Field for ClaimField {
             "iss" => ClaimField::Iss,
             "aud" => ClaimField::Aud,
             "rooms" => ClaimField::Rooms,
+            "jti" => ClaimField::Jti,
             _ => return None,
         })
     }
@@ -221,6 +224,7 @@ impl<'de> Deserialize<'de> for RawClaims<'de> {
                         Some(ClaimField::Iss) => claims.iss = Some(map.next_value()?),
                         Some(ClaimField::Aud) => claims.aud = Some(map.next_value()?),
                         Some(ClaimField::Rooms) => claims.rooms = Some(map.next_value()?),
+                        Some(ClaimField::Jti) => claims.jti = Some(map.next_value()?),
                         None => {
                             map.next_value::<IgnoredAny>()?;
                         }

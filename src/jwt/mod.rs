@@ -132,6 +132,9 @@ pub struct Claims {
     /// Rooms this token may join: exact names, or prefixes ending in `*`. `None`: any room.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+    /// The token's id, by which it can be revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 impl Claims {
@@ -145,6 +148,7 @@ impl Claims {
             iss: None,
             aud: Vec::new(),
             rooms: None,
+            jti: None,
         }
     }
 }
@@ -274,6 +278,7 @@ impl Verifier {
         let iss = Typed::check(raw.iss, "iss must be a string")?;
         let aud = Typed::check(raw.aud, "aud must be a string or an array of strings")?.map_or_else(Vec::new, |a| a.0);
         let rooms = Typed::check(raw.rooms, "rooms must be an array of strings")?;
+        let jti = Typed::check(raw.jti, "jti must be a string")?.map(Cow::into_owned);
         if let Some(issuer) = &self.validation.issuer {
             match &iss {
                 None => return Err(JwtError::MissingClaim("iss")),
@@ -297,6 +302,7 @@ impl Verifier {
             iss: iss.map(Cow::into_owned),
             aud,
             rooms,
+            jti,
         })
     }
 }

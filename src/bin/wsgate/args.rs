@@ -204,6 +204,11 @@ pub(crate) struct ServeArgs {
           default_value_t = Config::default().rate_burst)]
     pub rate_burst: u32,
 
+    /// Send `expiring` this long before a connection's token expires, so it can refresh
+    #[arg(long, env = "WSGATE_REFRESH_WINDOW", value_name = "DURATION",
+          default_value_t = Span(Config::default().refresh_window))]
+    pub refresh_window: Span,
+
     /// Close a connection that takes none of our writes this long, with 1008
     #[arg(long, env = "WSGATE_WRITE_TIMEOUT", value_name = "DURATION",
           default_value_t = Span(Config::default().write_timeout))]

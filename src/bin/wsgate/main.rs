@@ -184,6 +184,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     config.user_connect_rate = args.user_connect_rate;
     config.user_connect_burst = args.user_connect_burst;
     config.write_timeout = args.write_timeout.0;
+    config.refresh_window = args.refresh_window.0;
     config.max_queued_bytes = args.max_queued_bytes;
     config.presence_limit = args.presence_limit;
     config.handshake_timeout = args.handshake_timeout.0;
