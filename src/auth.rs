@@ -141,6 +141,15 @@ pub trait Authenticator: Send + Sync + 'static {
             ))
         }
     }
+
+    /// Whether session `id`, which an open connection came in with, still exists: the server
+    /// asks every `session_recheck` and closes the connection (`4401 session ended`) on
+    /// `Ok(false)`. An error keeps the connection (the store may be briefly down). By
+    /// default sessions are never re-checked.
+    fn session_alive(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = id;
+        async { Ok(true) }
+    }
 }
 
 /// A session store failed (not "no such session", which is `Ok(None)`).
@@ -263,5 +272,10 @@ impl<S: SessionStore> Authenticator for JwtAuthenticator<S> {
 
     async fn refresh(&self, token: &str) -> Result<Identity, Rejection> {
         Ok(Identity::from_claims(self.verifier.verify(token)?))
+    }
+
+    async fn session_alive(&self, id: &str) -> Result<bool, StoreError> {
+        let identity = self.sessions.load(id).await?;
+        Ok(identity.is_some_and(|identity| !identity.is_expired_at(unix_now())))
     }
 }

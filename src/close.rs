@@ -28,6 +28,10 @@ pub enum Close {
     Expired,
     /// A refreshed token no longer allows this room: `4403`.
     RoomWithdrawn,
+    /// The credential was revoked: `4401`.
+    Revoked,
+    /// The session behind the credential ended (logout, or revoked): `4401`.
+    SessionEnded,
     /// Nothing heard from the client, not even a pong, for the idle timeout: `1001`.
     Idle,
     /// The client took none of our writes for the write timeout: `1008`.
@@ -49,6 +53,8 @@ impl Close {
             Close::Shutdown => (CloseCode::Away, "server shutting down"),
             Close::Expired => (UNAUTHENTICATED, "token expired"),
             Close::RoomWithdrawn => (FORBIDDEN, "room not allowed by the refreshed token"),
+            Close::Revoked => (UNAUTHENTICATED, "revoked"),
+            Close::SessionEnded => (UNAUTHENTICATED, "session ended"),
             Close::Idle => (CloseCode::Away, "idle timeout"),
             Close::NotReading => (CloseCode::Policy, "not reading"),
             Close::Binary => (CloseCode::Unsupported, "binary messages are not supported"),

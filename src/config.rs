@@ -89,6 +89,12 @@ pub struct Config {
     /// A connection is sent `expiring` this long before its credential's `exp`, so it can
     /// send a `refresh` in time. Default 60 s.
     pub refresh_window: Duration,
+    /// How long a revocation of a user or a session lasts (a `jti` revocation lasts until the
+    /// token's `exp`). Default 24 h.
+    pub revocation_ttl: Duration,
+    /// Connections that came in with a session cookie re-check their session this often and
+    /// close when it is gone (logout in the application that owns it). Default 30 s.
+    pub session_recheck: Duration,
     /// A connection that takes none of our writes for this long is closed with `1008`.
     /// Default 10 s.
     pub write_timeout: Duration,
@@ -137,6 +143,8 @@ impl Default for Config {
             rate_limit: 50,
             rate_burst: 100,
             refresh_window: Duration::from_secs(60),
+            revocation_ttl: Duration::from_secs(86_400),
+            session_recheck: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
@@ -198,8 +206,11 @@ impl Config {
         if self.user_connect_rate == 0 || self.user_connect_burst == 0 {
             return fail("user connect rate and burst must be at least 1");
         }
-        if self.refresh_window > MAX_DURATION {
-            return fail("the refresh window must be at most 365 days");
+        if self.refresh_window > MAX_DURATION || self.revocation_ttl > MAX_DURATION {
+            return fail("the refresh window and revocation TTL must be at most 365 days");
+        }
+        if self.revocation_ttl.is_zero() || self.session_recheck.is_zero() || self.session_recheck > MAX_DURATION {
+            return fail("the revocation TTL and session recheck must be 1 s to 365 days");
         }
         let durations = [
             self.handshake_timeout,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::jwt::unix_now;
 use crate::messages::{self, Incoming, Welcome};
 use crate::metrics::Metrics;
+use crate::revocation::Registration;
 use crate::room::Membership;
 use crate::shutdown::Shutdown;
 
@@ -50,6 +52,10 @@ pub(crate) struct Connection<'a, S, A> {
     pub metrics: &'a Metrics,
     /// Checks the tokens of in-band refreshes.
     pub authenticator: &'a A,
+    /// This connection's entry among the open connections a revocation can reach.
+    pub registration: Registration,
+    /// Fires with the close a revocation (or an ended session) calls for.
+    pub revoked: oneshot::Receiver<Close>,
 }
 
 /// What a client's text frame asks for.
@@ -108,6 +114,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
         let close = loop {
             tokio::select! {
                 _ = &mut shutting_down => break Some(Close::Shutdown.frame()),
+                // A revocation, or the end of the session this connection came in with.
+                revocation = &mut self.revoked => match revocation {
+                    Ok(close) => break Some(close.frame()),
+                    Err(_) => break None,
+                },
                 _ = &mut timer, if expiry.is_some() => match expiry {
                     Some(Expiry::Warn { exp, .. }) => {
                         warned = true;
@@ -230,9 +241,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
         if fresh.username != self.identity.username {
             return Refreshed::Refused("the token is for another user".to_owned());
         }
+        if let Some(revoked) = self.registration.check(&fresh) {
+            return Refreshed::Refused(revoked.code_and_reason().1.to_owned());
+        }
         if !fresh.may_join(self.membership.room()) {
             return Refreshed::RoomWithdrawn;
         }
+        self.registration.refreshed(&fresh);
         let Some(exp) = fresh.expires_at else {
             return Refreshed::Refused("the token has no exp".to_owned());
         };

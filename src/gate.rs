@@ -20,6 +20,8 @@
 //!    one carrier is an error rather than a guess.
 //! 6. **Authenticator**: the credential becomes an [`Identity`] or a `401`. This is the only
 //!    step that may wait (a session store); every cheaper refusal has happened already.
+//!    Then the revocation list: a valid credential that was revoked (by `jti`, by user, by
+//!    session) is a `401` too.
 //! 7. **Room authorization**: the identity's `rooms` must allow the room (`403`).
 //!
 //! What the gate does not do, because it needs the server's state: the budgets (a place
@@ -59,13 +61,13 @@ use crate::handshake::Upgrade;
 use crate::head::RequestHead;
 use crate::origin::OriginPolicy;
 use crate::rejection::Rejection;
+use crate::revocation::Revocations;
 use crate::room;
 
 /// The path prefix of chat rooms: `/ws/chat/{room}`.
 pub const CHAT_PATH: &str = "/ws/chat/";
 
-/// A connection the gate lets in.
-#[derive(Debug)]
+/// A connection the gate lets in. Its `Debug` leaves out the session id.
 pub struct Admission {
     /// Who it is.
     pub identity: Identity,
@@ -75,6 +77,20 @@ pub struct Admission {
     pub carrier: Carrier,
     /// The accept key and subprotocol for the `101`.
     pub upgrade: Upgrade,
+    /// The session id, when the credential was a session cookie: open connections are
+    /// re-checked against it. A secret: never logged.
+    pub(crate) session: Option<String>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("identity", &self.identity)
+            .field("room", &self.room)
+            .field("carrier", &self.carrier)
+            .field("upgrade", &self.upgrade)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The handshake decision: settings from [`Config`] plus an [`Authenticator`].
@@ -84,6 +100,7 @@ pub struct Gate<A> {
     carriers: Carriers,
     protocols: Vec<String>,
     authenticator: A,
+    revocations: Revocations,
 }
 
 impl<A: Authenticator> Gate<A> {
@@ -94,7 +111,13 @@ impl<A: Authenticator> Gate<A> {
             carriers: config.carriers.clone(),
             protocols: config.protocols.clone(),
             authenticator,
+            revocations: Revocations::new(config.validation.leeway, config.revocation_ttl.as_secs()),
         }
+    }
+
+    /// The revocation list this gate checks, and the open connections it can close.
+    pub(crate) fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// The authenticator.
@@ -127,11 +150,18 @@ impl<A: Authenticator> Gate<A> {
             "credential",
             found.map_err(Rejection::from).and_then(|c| c.ok_or_else(missing)),
         )?;
-        // 6. Authenticator.
+        // 6. Authenticator, then the revocation list: a credential may be valid and yet
+        //    withdrawn (a logout, a leaked token).
         let identity = step(
             "authenticator",
             self.authenticator.authenticate(&credential, head).await,
         )?;
+        let session = (credential.carrier() == Carrier::SessionCookie).then(|| credential.secret().to_owned());
+        let revoked = match self.revocations.check(&identity, session.as_deref()) {
+            None => Ok(()),
+            Some(close) => Err(Rejection::Revoked(close.code_and_reason().1)),
+        };
+        step("revocation", revoked)?;
         // 7. Room authorization.
         let allowed = match identity.may_join(room) {
             true => Ok(()),
@@ -143,6 +173,7 @@ impl<A: Authenticator> Gate<A> {
             room: room.to_owned(),
             carrier: credential.carrier(),
             upgrade,
+            session,
         })
     }
 }

@@ -37,6 +37,7 @@ pub mod config;
 mod connection;
 pub mod credentials;
 pub mod gate;
+pub mod handle;
 pub mod handshake;
 pub mod head;
 pub mod http;
@@ -49,6 +50,7 @@ mod pending;
 pub mod rejection;
 #[cfg(feature = "redis")]
 pub mod relay;
+pub mod revocation;
 pub mod room;
 mod routes;
 pub mod server;
@@ -56,6 +58,7 @@ mod shutdown;
 mod throttle;
 
 pub use config::{Config, RejectMode};
+pub use handle::Handle;
 pub use origin::OriginPolicy;
 pub use server::{ServeError, Server};
 

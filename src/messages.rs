@@ -117,6 +117,23 @@ pub(crate) fn presence(joined: bool, room: &str, username: &str) -> Message {
     })
 }
 
+/// `{"type":"notice","room":R,"message":M}`: text from the server (or its operator).
+#[derive(Serialize)]
+struct Notice<'a> {
+    r#type: &'static str,
+    room: &'a str,
+    message: &'a str,
+}
+
+/// A server notice for the whole room.
+pub(crate) fn notice(room: &str, message: &str) -> Message {
+    text(&Notice {
+        r#type: "notice",
+        room,
+        message,
+    })
+}
+
 /// A `lagged` notice.
 pub(crate) fn lagged(missed: Option<u64>) -> Message {
     text(&Lagged {

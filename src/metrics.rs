@@ -20,6 +20,8 @@ pub struct Gauges {
     pub pending_sockets: usize,
     /// Bytes queued in rooms for members.
     pub queued_bytes: usize,
+    /// Entries in the revocation list.
+    pub revocations: usize,
 }
 
 /// The server's counters. Shared by reference; every method takes `&self`.
@@ -211,6 +213,13 @@ impl Metrics {
             "Bytes of messages rooms hold for members that have not read them yet.",
         );
         let _ = writeln!(out, "wsgate_queued_bytes {}", gauges.queued_bytes);
+        describe(
+            &mut out,
+            "wsgate_revocations",
+            "gauge",
+            "Entries in the revocation list (jti, user and session revocations not yet expired).",
+        );
+        let _ = writeln!(out, "wsgate_revocations {}", gauges.revocations);
         let redis_up = self.redis_up.load(Relaxed);
         if redis_up >= 0 {
             describe(

@@ -41,6 +41,9 @@ pub enum Rejection {
     /// Any other credential the authenticator does not accept (unknown session, …): `401`
     /// with `error="invalid_token"`.
     InvalidCredential(Cow<'static, str>),
+    /// A revoked credential or ended session: `401` with `error="invalid_token"` and the
+    /// description `revoked` or `session ended`.
+    Revoked(&'static str),
     /// Authenticated but not allowed (the room): `403`.
     Forbidden(Cow<'static, str>),
     /// The `Origin` is not allowed: `403`, as HTTP even in close mode (a page on another
@@ -81,11 +84,12 @@ pub enum Reason {
     Overloaded,
     Unavailable,
     TooMany,
+    Revoked,
 }
 
 impl Reason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`, checked by a test).
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::NotFound,
         Reason::MethodNotAllowed,
         Reason::BadRequest,
@@ -105,6 +109,7 @@ impl Reason {
         Reason::Overloaded,
         Reason::Unavailable,
         Reason::TooMany,
+        Reason::Revoked,
     ];
 
     /// The label text.
@@ -129,12 +134,13 @@ impl Reason {
             Reason::Overloaded => "overloaded",
             Reason::Unavailable => "unavailable",
             Reason::TooMany => "too_many_for_identity",
+            Reason::Revoked => "revoked",
         }
     }
 }
 
 // A variant added to `Reason` but not to `ALL` fails to compile here (or the order test).
-const _: () = assert!(Reason::ALL.len() == Reason::TooMany as usize + 1);
+const _: () = assert!(Reason::ALL.len() == Reason::Revoked as usize + 1);
 
 /// The `result` label of `wsgate_handshakes_total`: what the handshake came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,9 +223,8 @@ impl Rejection {
             Rejection::MissingCredential(_)
             | Rejection::EmptyCredential(_)
             | Rejection::InvalidToken(_)
-            | Rejection::InvalidCredential(_) => {
-                row(S::UNAUTHORIZED, O::Unauthenticated, unauthenticated, Extra::Challenge)
-            }
+            | Rejection::InvalidCredential(_)
+            | Rejection::Revoked(_) => row(S::UNAUTHORIZED, O::Unauthenticated, unauthenticated, Extra::Challenge),
             Rejection::Forbidden(_) => row(S::FORBIDDEN, O::Forbidden, Some(close::FORBIDDEN), Extra::None),
             Rejection::OriginNotAllowed(_) => row(S::FORBIDDEN, O::Forbidden, None, Extra::None),
             Rejection::TooMany(_) => row(
@@ -298,6 +303,7 @@ impl Rejection {
                 JwtError::MissingClaim(_) | JwtError::InvalidClaim(_) => Reason::InvalidClaims,
             },
             Rejection::InvalidCredential(_) => Reason::InvalidCredential,
+            Rejection::Revoked(_) => Reason::Revoked,
             Rejection::Forbidden(_) | Rejection::OriginNotAllowed(_) => Reason::Forbidden,
             Rejection::TooMany(_) => Reason::TooMany,
             Rejection::Overloaded => Reason::Overloaded,
@@ -322,6 +328,7 @@ impl fmt::Display for Rejection {
             ),
             Rejection::InvalidToken(e) => write!(f, "{e}"),
             Rejection::InvalidCredential(why) => write!(f, "{why}"),
+            Rejection::Revoked(why) => write!(f, "{why}"),
             Rejection::Forbidden(why) | Rejection::OriginNotAllowed(why) => write!(f, "forbidden: {why}"),
             Rejection::TooMany(why) => write!(f, "{why}, retry later"),
             Rejection::Overloaded => write!(f, "too many connections, retry later"),

@@ -246,7 +246,16 @@ impl Rooms {
         self.lock().keys().cloned().collect()
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Sends a server notice to `room`'s members on this node and, through the bridge, on
+    /// the others. A room nobody is in gets nothing (and is not created).
+    pub fn publish_notice(&self, room: &str, message: &str) {
+        let notice = messages::notice(room, message);
+        if let Some(bridge) = &self.inner.bridge {
+            bridge.publish(room, &notice);
+        }
+        self.deliver_local(room, notice);
+    }
+
     /// Delivers `message` to the local members of `room`, if it has any; it is not passed on
     /// to the bridge (it came from there).
     pub(crate) fn deliver_local(&self, room: &str, message: Message) {

@@ -36,15 +36,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
 
 use crate::auth::{Authenticator, JwtAuthenticator};
+use crate::close::Close;
 use crate::config::{Config, ConfigError, RejectMode};
 use crate::connection::{self, Connection};
 use crate::credentials::Carrier;
 use crate::gate::{CHAT_PATH, Gate};
+use crate::handle::Handle;
 use crate::handshake::Upgrade;
 use crate::head::RequestHead;
 use crate::http::{self, ReadError, Request, Response, Unread};
@@ -84,6 +86,8 @@ struct Shared<A> {
     refusal_log: [Throttle; Reason::ALL.len()],
     accept_log: Throttle,
     advice_log: Throttle,
+    /// Set by [`Handle::shutdown`].
+    stop: Arc<Notify>,
 }
 
 /// The server could not start.
@@ -163,6 +167,7 @@ impl<A: Authenticator> Server<A> {
             ),
             refusal_log: std::array::from_fn(|_| Throttle::new(LOG_LINES_PER_SECOND)),
             accept_log: Throttle::new(1),
+            stop: Arc::new(Notify::new()),
             advice_log: Throttle::new(LOG_LINES_PER_SECOND),
             config,
             rooms,
@@ -181,15 +186,28 @@ impl<A: Authenticator> Server<A> {
         self.shared.metrics.clone()
     }
 
+    /// A handle to revoke credentials, end sessions, publish notices and stop the server
+    /// from your own code, while it runs.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            revocations: self.shared.gate.revocations().clone(),
+            rooms: self.shared.rooms.clone(),
+            stop: self.shared.stop.clone(),
+        }
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, closes every connection with
     /// `1001` and returns once they are gone (or after a few seconds' grace).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let coordinator = Coordinator::new();
         tokio::pin!(shutdown);
+        let (sweep_stop, sweep_running) = coordinator.task();
+        tokio::spawn(sweep_sessions(self.shared.clone(), sweep_stop, sweep_running));
         info!(addr = %self.local_addr(), "listening");
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = self.shared.stop.notified() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         // A place in the pending budget, maybe by evicting the oldest silent
@@ -235,6 +253,30 @@ impl<A> Server<A> {
             &rejection,
             "pending budget full, refused at once",
         );
+    }
+}
+
+/// Re-checks the sessions of open connections: one slot of them a second, so each is checked
+/// once per `session_recheck` and a node with many session connections spreads its store
+/// lookups evenly instead of sending them all at once. A gone or expired session closes its
+/// connection with `4401 session ended`; a store error keeps it.
+async fn sweep_sessions<A: Authenticator>(shared: Arc<Shared<A>>, mut shutdown: Shutdown, _running: Running) {
+    let slots = shared.config.session_recheck.as_secs().max(1);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let revocations = shared.gate.revocations();
+    for slot in (0..slots).cycle() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        for (id, session) in revocations.sessions_in_slot(slot, slots) {
+            match shared.gate.authenticator().session_alive(&session).await {
+                Ok(true) => {}
+                Ok(false) => revocations.end(id, Close::SessionEnded),
+                Err(e) => debug!(error = %e, "session recheck failed; the connection stays"),
+            }
+        }
     }
 }
 
@@ -291,6 +333,7 @@ impl<A: Authenticator> Socket<A> {
                 rooms_active: shared.rooms.active(),
                 pending_sockets: shared.pending.len(),
                 queued_bytes: shared.rooms.queued_bytes(),
+                revocations: shared.gate.revocations().len(),
             };
             let answer = crate::routes::answer(&request.head, self.peer, config, &shared.metrics, &gauges);
             return match answer {
@@ -365,6 +408,12 @@ impl<A: Authenticator> Socket<A> {
         }
         drop(head);
 
+        let mut ws = ws;
+        let revocations = shared.gate.revocations();
+        let (registration, revoked) = match revocations.register(&admission.identity, admission.session.as_deref()) {
+            Ok(registered) => registered,
+            Err(close) => return connection::close_with(&mut ws, close.frame()).await,
+        };
         let _open = shared.metrics.connection_opened();
         let connection = Connection {
             ws,
@@ -373,6 +422,8 @@ impl<A: Authenticator> Socket<A> {
             config,
             metrics: &shared.metrics,
             authenticator: shared.gate.authenticator(),
+            registration,
+            revoked,
         };
         connection.run(shutdown).await;
         debug!(%peer, "connection closed");

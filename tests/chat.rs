@@ -47,11 +47,7 @@ async fn broadcast_reaches_every_member_including_the_sender_in_order() {
 async fn the_username_comes_from_the_credential_only() {
     let server = TestServer::start(config()).await;
     let mut alice = server.join("lobby", "alice").await;
-    send(
-        &mut alice,
-        r#"{"message":"hi","username":"admin","room":"other"}"#,
-    )
-    .await;
+    send(&mut alice, r#"{"message":"hi","username":"admin","room":"other"}"#).await;
     let got = next_json(&mut alice).await;
     assert_eq!(
         got,

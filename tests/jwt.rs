@@ -66,6 +66,7 @@ fn valid_token_round_trips_every_claim() {
         iss: Some("https://issuer.example".into()),
         aud: vec!["wsgate".into(), "other".into()],
         rooms: Some(vec!["lobby".into(), "team-*".into()]),
+        jti: Some("token-42".into()),
     };
     let token = key.sign(&claims);
     let validation = Validation {
@@ -281,6 +282,26 @@ fn hostile_tokens_are_refused_for_the_right_reason() {
             "rooms not strings",
             payload(format!(r#"{{"sub":"alice","exp":{},"rooms":[1]}}"#, NOW + 60)),
             InvalidClaim("rooms must be an array of strings"),
+        ),
+        (
+            "jti not a string",
+            payload(format!(r#"{{"sub":"alice","exp":{},"jti":7}}"#, NOW + 60)),
+            InvalidClaim("jti must be a string"),
+        ),
+        (
+            "sub with a newline",
+            payload(format!(r#"{{"sub":"root\n2026 INFO forged","exp":{}}}"#, NOW + 60)),
+            InvalidClaim("sub must not contain control characters"),
+        ),
+        (
+            "sub with an escape sequence",
+            payload(format!(r#"{{"sub":"a\u001b[2Jb","exp":{}}}"#, NOW + 60)),
+            InvalidClaim("sub must not contain control characters"),
+        ),
+        (
+            "sub with a C1 control",
+            payload(format!(r#"{{"sub":"a\u0085b","exp":{}}}"#, NOW + 60)),
+            InvalidClaim("sub must not contain control characters"),
         ),
         (
             "crit present",

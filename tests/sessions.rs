@@ -164,3 +164,161 @@ async fn a_refresh_flood_is_rate_limited_like_any_message() {
     assert!((5..=6).contains(&refreshed), "{refreshed} refreshes got through");
     assert_eq!(refreshed + limited, 20);
 }
+
+fn claims_for(sub: &str, jti: Option<&str>, iat: Option<i64>) -> String {
+    let mut claims = Claims::new(sub, unix_now() + 600);
+    claims.jti = jti.map(str::to_owned);
+    claims.iat = iat;
+    key().sign(&claims)
+}
+
+/// Connects with `token` in the query and reads the welcome.
+async fn join_with(server: &TestServer, token: &str) -> Client {
+    let (mut client, _) = server
+        .connect(&format!("/ws/chat/lobby?token={token}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut client).await["type"], "welcome");
+    client
+}
+
+/// The close frame, which must come within a second of `since`.
+async fn closed_within_a_second(client: &mut Client, since: std::time::Instant) -> (u16, String) {
+    let frame = close_frame(client).await;
+    assert!(
+        since.elapsed() < Duration::from_secs(1),
+        "closed after {:?}",
+        since.elapsed()
+    );
+    (u16::from(frame.code), frame.reason.to_string())
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_closed_and_refused() {
+    let server = TestServer::start(config()).await;
+    let leaked = claims_for("alice", Some("t-1"), Some(unix_now()));
+    let mut alice = join_with(&server, &leaked).await;
+    let other = claims_for("alice", Some("t-2"), Some(unix_now()));
+    let mut same_user = join_with(&server, &other).await;
+
+    let started = std::time::Instant::now();
+    assert_eq!(server.handle.revoke_jti("t-1", unix_now() + 600), 1);
+    assert_eq!(
+        closed_within_a_second(&mut alice, started).await,
+        (4401, "revoked".to_owned())
+    );
+    // Only that token: the user's other connection stays.
+    send(&mut same_user, r#"{"message":"still here"}"#).await;
+    assert_eq!(next_json(&mut same_user).await["message"], "still here");
+
+    let response = refused(server.connect(&format!("/ws/chat/lobby?token={leaked}"), &[]).await);
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains(r#"error_description="revoked""#), "{challenge}");
+    assert_eq!(server.metric("wsgate_revocations").await, 1.0);
+}
+
+#[tokio::test]
+async fn revoking_a_user_reaches_tokens_issued_before_and_not_after() {
+    let server = TestServer::start(config()).await;
+    let before = claims_for("bob", None, Some(unix_now() - 5));
+    let without_iat = claims_for("bob", None, None);
+    let mut first = join_with(&server, &before).await;
+    let mut second = join_with(&server, &without_iat).await;
+    let started = std::time::Instant::now();
+    assert_eq!(server.handle.revoke_user("bob"), 2);
+    assert_eq!(closed_within_a_second(&mut first, started).await.0, 4401);
+    assert_eq!(closed_within_a_second(&mut second, started).await.0, 4401);
+    assert_eq!(
+        refused(server.connect(&format!("/ws/chat/lobby?token={before}"), &[]).await).status(),
+        401
+    );
+    // A token issued after the revocation (a new login) works.
+    let after = claims_for("bob", None, Some(unix_now() + 1));
+    let _bob = join_with(&server, &after).await;
+    // A refresh with a revoked token is refused.
+    let mut carol = server.join("lobby", "carol").await;
+    assert_eq!(server.handle.revoke_jti("old", unix_now() + 600), 0);
+    send(&mut carol, &refresh(&claims_for("carol", Some("old"), None))).await;
+    assert_eq!(next_json(&mut carol).await["error"], "refresh refused: revoked");
+}
+
+#[tokio::test]
+async fn revocations_expire() {
+    let server = TestServer::start(config().with(|c| c.revocation_ttl = Duration::from_secs(1))).await;
+    let token = claims_for("dave", None, Some(unix_now() - 5));
+    server.handle.revoke_user("dave");
+    // A jti whose token is long expired is dropped at once (exp + 30 s leeway in the past).
+    server.handle.revoke_jti("gone", unix_now() - 60);
+    assert_eq!(server.metric("wsgate_revocations").await, 1.0);
+    assert_eq!(
+        refused(server.connect(&format!("/ws/chat/lobby?token={token}"), &[]).await).status(),
+        401
+    );
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(server.metric("wsgate_revocations").await, 0.0);
+    let _dave = join_with(&server, &token).await;
+}
+
+#[tokio::test]
+async fn sessions_end_by_revocation_and_by_logout_in_the_store() {
+    use wsgate::auth::{Identity, JwtAuthenticator, MemorySessionStore};
+    use wsgate::jwt::Verifier;
+    let sessions = MemorySessionStore::default();
+    sessions.insert("s-revoked", Identity::new("erin"));
+    sessions.insert("s-logout", Identity::new("frank"));
+    let verifier = Verifier::new(vec![key()], Validation::default()).unwrap();
+    let auth = JwtAuthenticator::with_sessions(verifier, sessions.clone());
+    let config = config().with(|c| c.session_recheck = Duration::from_secs(1));
+    let server = TestServer::start_with(config, auth).await;
+    let origin = format!("http://{}", server.addr);
+    let connect = |id: &'static str| {
+        let cookie = format!("sessionid={id}");
+        let origin = origin.clone();
+        let server = &server;
+        async move {
+            server
+                .connect("/ws/chat/lobby", &[("Cookie", &cookie), ("Origin", &origin)])
+                .await
+        }
+    };
+    let (mut erin, _) = connect("s-revoked").await.unwrap();
+    let (mut frank, _) = connect("s-logout").await.unwrap();
+    assert_eq!(next_json(&mut erin).await["type"], "welcome");
+    assert_eq!(next_json(&mut frank).await["type"], "welcome");
+
+    let started = std::time::Instant::now();
+    assert_eq!(server.handle.end_session("s-revoked"), 1);
+    assert_eq!(
+        closed_within_a_second(&mut erin, started).await,
+        (4401, "session ended".to_owned())
+    );
+    assert_eq!(refused(connect("s-revoked").await).status(), 401);
+
+    // Logout in the application: the session disappears from its store, and the next
+    // recheck (every second here) closes the connection.
+    sessions.remove("s-logout");
+    let started = std::time::Instant::now();
+    let frame = close_frame(&mut frank).await;
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4401, "session ended"));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn notices_reach_the_room_and_the_handle_stops_the_server() {
+    let server = TestServer::start(config()).await;
+    let mut alice = server.join("lobby", "alice").await;
+    let mut bob = server.join("lobby", "bob").await;
+    assert_eq!(next_json(&mut alice).await["type"], "join");
+    server.handle.publish("lobby", "maintenance at noon");
+    server.handle.publish("empty-room", "nobody hears this");
+    for member in [&mut alice, &mut bob] {
+        let got = next_json(member).await;
+        assert_eq!(
+            got,
+            serde_json::json!({"type":"notice","room":"lobby","message":"maintenance at noon"})
+        );
+    }
+    server.handle.shutdown();
+    assert_eq!(u16::from(close_frame(&mut alice).await.code), 1001);
+}

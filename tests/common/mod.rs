@@ -61,6 +61,7 @@ pub fn config() -> Config {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    pub handle: wsgate::Handle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -78,6 +79,7 @@ impl TestServer {
     fn run<A: Authenticator>(server: Server<A>) -> TestServer {
         let addr = server.local_addr();
         let metrics = server.metrics();
+        let handle = server.handle();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -85,6 +87,7 @@ impl TestServer {
         TestServer {
             addr,
             metrics,
+            handle,
             stop: Some(stop),
             task: Some(task),
         }

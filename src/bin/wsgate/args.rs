@@ -209,6 +209,16 @@ pub(crate) struct ServeArgs {
           default_value_t = Span(Config::default().refresh_window))]
     pub refresh_window: Span,
 
+    /// How long a revocation of a user or a session lasts (a token's, until its exp)
+    #[arg(long, env = "WSGATE_REVOCATION_TTL", value_name = "DURATION",
+          default_value_t = Span(Config::default().revocation_ttl))]
+    pub revocation_ttl: Span,
+
+    /// Re-check the session of session-cookie connections this often; gone: close 4401
+    #[arg(long, env = "WSGATE_SESSION_RECHECK", value_name = "DURATION",
+          default_value_t = Span(Config::default().session_recheck))]
+    pub session_recheck: Span,
+
     /// Close a connection that takes none of our writes this long, with 1008
     #[arg(long, env = "WSGATE_WRITE_TIMEOUT", value_name = "DURATION",
           default_value_t = Span(Config::default().write_timeout))]

@@ -185,6 +185,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     config.user_connect_burst = args.user_connect_burst;
     config.write_timeout = args.write_timeout.0;
     config.refresh_window = args.refresh_window.0;
+    config.revocation_ttl = args.revocation_ttl.0;
+    config.session_recheck = args.session_recheck.0;
     config.max_queued_bytes = args.max_queued_bytes;
     config.presence_limit = args.presence_limit;
     config.handshake_timeout = args.handshake_timeout.0;

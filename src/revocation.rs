@@ -1,0 +1,244 @@
+//! Sessions that end early (PROTOCOL.md §9): the revocation list, and the registry of open
+//! connections that lets a revocation reach them.
+//!
+//! A revocation names a token (`jti`), a user (every credential of that `sub` issued before
+//! the revocation), or a session id. The list refuses such credentials at the handshake, and
+//! the registry closes the open connections that used them (`4401`, `revoked` or `session
+//! ended`). Entries expire: a `jti` when its token would have expired anyway, a user or a
+//! session after `revocation_ttl`. The list therefore never grows without bound; its size is
+//! exported as `wsgate_revocations`.
+//!
+//! Cost: one registry entry per open connection (a few strings and a `oneshot` sender, about
+//! 150 bytes). A revocation scans every open connection under one lock: about a millisecond
+//! per 100,000, and revocations are rare.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::auth::Identity;
+use crate::close::Close;
+use crate::jwt::unix_now;
+
+/// What to revoke. Also the JSON of `POST /admin/revoke` and of the Redis control channel.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum Revoke {
+    /// One token, by its `jti`, until its `exp` (plus leeway).
+    Jti {
+        /// The token's `jti`.
+        jti: String,
+        /// The token's `exp`: the entry is dropped once the token could not be used anyway.
+        exp: i64,
+    },
+    /// Every credential of `user` issued before now (and every one without `iat`).
+    User {
+        /// The `sub`.
+        user: String,
+    },
+    /// Every connection that came in with this session id, and the id itself.
+    Session {
+        /// The session id (the `sessionid` cookie's value).
+        session: String,
+    },
+}
+
+/// The revocation list and the open connections. Cloning gives another handle to the same.
+#[derive(Debug, Clone)]
+pub(crate) struct Revocations {
+    inner: Arc<Mutex<Inner>>,
+    leeway: i64,
+    ttl: i64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// `jti` → until (Unix seconds).
+    jtis: HashMap<String, i64>,
+    /// user → (revoked at, until).
+    users: HashMap<String, (i64, i64)>,
+    /// session id → until.
+    sessions: HashMap<String, i64>,
+    /// Open connections, by a number of their own.
+    open: HashMap<u64, Open>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Open {
+    user: String,
+    jti: Option<String>,
+    issued_at: Option<i64>,
+    session: Option<String>,
+    close: oneshot::Sender<Close>,
+}
+
+/// An open connection's entry; dropping it removes the entry.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    revocations: Revocations,
+    id: u64,
+}
+
+impl Revocations {
+    /// `leeway` for `jti` entries, `ttl` for user and session entries, in seconds.
+    pub fn new(leeway: u64, ttl: u64) -> Revocations {
+        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        Revocations {
+            inner: Arc::default(),
+            leeway: secs(leeway),
+            ttl: secs(ttl),
+        }
+    }
+
+    /// Adds `revoke` to the list and closes the open connections it names; returns how many.
+    pub fn revoke(&self, revoke: &Revoke) -> usize {
+        let now = unix_now();
+        let mut inner = self.lock();
+        inner.purge(now);
+        match revoke {
+            Revoke::Jti { jti, exp } => {
+                inner.jtis.insert(jti.clone(), exp.saturating_add(self.leeway));
+            }
+            Revoke::User { user } => {
+                inner.users.insert(user.clone(), (now, now.saturating_add(self.ttl)));
+            }
+            Revoke::Session { session } => {
+                inner.sessions.insert(session.clone(), now.saturating_add(self.ttl));
+            }
+        }
+        let doomed: Vec<(u64, Close)> = inner
+            .open
+            .iter()
+            .filter_map(|(id, open)| {
+                inner
+                    .verdict(&open.user, open.jti.as_deref(), open.issued_at, open.session.as_deref())
+                    .map(|c| (*id, c))
+            })
+            .collect();
+        for (id, close) in &doomed {
+            if let Some(open) = inner.open.remove(id) {
+                let _ = open.close.send(*close);
+            }
+        }
+        doomed.len()
+    }
+
+    /// Why `identity` (with `session`, if it came with a session cookie) may not connect:
+    /// `None` if it may.
+    pub fn check(&self, identity: &Identity, session: Option<&str>) -> Option<Close> {
+        let inner = self.lock();
+        inner.verdict(&identity.username, identity.jti.as_deref(), identity.issued_at, session)
+    }
+
+    /// Registers an open connection; the receiver fires with the close a revocation calls for.
+    /// Checked again here, under the same lock as [`Revocations::revoke`], so a revocation
+    /// that lands between the handshake's check and this call is not missed.
+    pub fn register(
+        &self,
+        identity: &Identity,
+        session: Option<&str>,
+    ) -> Result<(Registration, oneshot::Receiver<Close>), Close> {
+        let (close, closed) = oneshot::channel();
+        let mut inner = self.lock();
+        if let Some(revoked) = inner.verdict(&identity.username, identity.jti.as_deref(), identity.issued_at, session) {
+            return Err(revoked);
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.open.insert(
+            id,
+            Open {
+                user: identity.username.clone(),
+                jti: identity.jti.clone(),
+                issued_at: identity.issued_at,
+                session: session.map(str::to_owned),
+                close,
+            },
+        );
+        let registration = Registration {
+            revocations: self.clone(),
+            id,
+        };
+        Ok((registration, closed))
+    }
+
+    /// The open connections that came in with a session and fall in `slot` of `slots`: the
+    /// sweep checks one slot a second, so each session is checked once per `slots` seconds
+    /// and a node's lookups are spread evenly rather than all at once.
+    pub fn sessions_in_slot(&self, slot: u64, slots: u64) -> Vec<(u64, String)> {
+        let inner = self.lock();
+        inner
+            .open
+            .iter()
+            .filter(|(id, _)| **id % slots.max(1) == slot)
+            .filter_map(|(id, open)| Some((*id, open.session.clone()?)))
+            .collect()
+    }
+
+    /// Closes open connection `id` with `close`, if it is still open.
+    pub fn end(&self, id: u64, close: Close) {
+        if let Some(open) = self.lock().open.remove(&id) {
+            let _ = open.close.send(close);
+        }
+    }
+
+    /// Entries in the list now.
+    pub fn len(&self) -> usize {
+        let mut inner = self.lock();
+        inner.purge(unix_now());
+        inner.jtis.len() + inner.users.len() + inner.sessions.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every statement leaves the maps consistent, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Registration {
+    /// Why a credential offered in a refresh is revoked, if it is.
+    pub fn check(&self, identity: &Identity) -> Option<Close> {
+        self.revocations.check(identity, None)
+    }
+
+    /// A refreshed credential replaces the one the connection came with.
+    pub fn refreshed(&self, identity: &Identity) {
+        let mut inner = self.revocations.lock();
+        if let Some(open) = inner.open.get_mut(&self.id) {
+            open.jti = identity.jti.clone();
+            open.issued_at = identity.issued_at;
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.revocations.lock().open.remove(&self.id);
+    }
+}
+
+impl Inner {
+    fn verdict(&self, user: &str, jti: Option<&str>, issued_at: Option<i64>, session: Option<&str>) -> Option<Close> {
+        if session.is_some_and(|s| self.sessions.contains_key(s)) {
+            return Some(Close::SessionEnded);
+        }
+        if jti.is_some_and(|j| self.jtis.contains_key(j)) {
+            return Some(Close::Revoked);
+        }
+        // Second granularity: a credential issued in the same second as the revocation
+        // survives it, so a user who logs in again at once is not locked out.
+        match self.users.get(user) {
+            Some((revoked_at, _)) if issued_at.is_none_or(|iat| iat < *revoked_at) => Some(Close::Revoked),
+            _ => None,
+        }
+    }
+
+    fn purge(&mut self, now: i64) {
+        self.jtis.retain(|_, until| *until > now);
+        self.users.retain(|_, (_, until)| *until > now);
+        self.sessions.retain(|_, until| *until > now);
+    }
+}
