@@ -19,6 +19,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use crate::credentials::Carriers;
 use crate::jwt::{Key, Validation};
 use crate::origin::OriginPolicy;
@@ -30,6 +32,29 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 /// The largest `max_message_size`: buffers are sized from it, so it must stay usable.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The admin key, kept as its SHA-256 digest; `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminKey([u8; 32]);
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminKey(<redacted>)")
+    }
+}
+
+impl AdminKey {
+    /// A key of at least 32 bytes; `None` if shorter.
+    pub fn new(key: &[u8]) -> Option<AdminKey> {
+        (key.len() >= 32).then(|| AdminKey(Sha256::digest(key).into()))
+    }
+
+    /// Whether `offered` is the key, in time that does not depend on where they differ.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        let offered: [u8; 32] = Sha256::digest(offered).into();
+        self.0.iter().zip(offered).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
 
 /// How authentication failures are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,6 +120,11 @@ pub struct Config {
     /// Connections that came in with a session cookie re-check their session this often and
     /// close when it is gone (logout in the application that owns it). Default 30 s.
     pub session_recheck: Duration,
+    /// Where the admin API listens (`POST /admin/revoke`, `POST /admin/publish`). `None`, the
+    /// default: no admin listener. Never the public address.
+    pub admin_addr: Option<SocketAddr>,
+    /// The key the admin API requires (`Authorization: Bearer <key>`), 32 bytes or more.
+    pub admin_key: Option<AdminKey>,
     /// A connection that takes none of our writes for this long is closed with `1008`.
     /// Default 10 s.
     pub write_timeout: Duration,
@@ -144,6 +174,8 @@ impl Default for Config {
             rate_burst: 100,
             refresh_window: Duration::from_secs(60),
             revocation_ttl: Duration::from_secs(86_400),
+            admin_addr: None,
+            admin_key: None,
             session_recheck: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
@@ -247,6 +279,13 @@ impl Config {
             .any(|p| p.is_empty() || p.starts_with(crate::credentials::BEARER_PROTOCOL_PREFIX))
         {
             return fail("a supported protocol must be non-empty and must not start with bearer.");
+        }
+        match (self.admin_addr, &self.admin_key) {
+            (Some(_), None) => return fail("the admin API needs an admin key (32 bytes or more)"),
+            (Some(admin), Some(_)) if admin == self.addr && admin.port() != 0 => {
+                return fail("the admin API must listen on another address than the public port");
+            }
+            _ => {}
         }
         if self.dev_tokens && !self.addr.ip().is_loopback() {
             return fail("dev tokens are only served on a loopback address");

@@ -30,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 pub mod auth;
 mod bucket;
 pub mod close;

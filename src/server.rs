@@ -40,6 +40,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
 
+use crate::admin;
 use crate::auth::{Authenticator, JwtAuthenticator};
 use crate::close::Close;
 use crate::config::{Config, ConfigError, RejectMode};
@@ -126,6 +127,9 @@ impl From<ConfigError> for ServeError {
 /// [`Server::from_listener`] (a socket you already hold), then [`Server::run`].
 pub struct Server<A = JwtAuthenticator> {
     listener: TcpListener,
+    /// The admin API's listener, when `config.admin_addr` is set. A std listener so that
+    /// [`Server::from_listener`] can bind it without being async.
+    admin: Option<std::net::TcpListener>,
     shared: Arc<Shared<A>>,
 }
 
@@ -154,6 +158,13 @@ impl<A: Authenticator> Server<A> {
     /// port you picked); `config.addr` is not used.
     pub fn from_listener(listener: TcpListener, config: Config, authenticator: A) -> Result<Server<A>, ServeError> {
         config.validate()?;
+        let admin = match config.admin_addr {
+            None => None,
+            Some(addr) => {
+                let bound = std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l));
+                Some(bound.map_err(|error| ServeError::Bind { addr, error })?)
+            }
+        };
         let metrics = Arc::new(Metrics::default());
         let rooms = rooms(&config, &metrics)?;
         let shared = Arc::new(Shared {
@@ -173,12 +184,21 @@ impl<A: Authenticator> Server<A> {
             rooms,
             metrics,
         });
-        Ok(Server { listener, shared })
+        Ok(Server {
+            listener,
+            admin,
+            shared,
+        })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.shared.config.addr)
+    }
+
+    /// The address the admin API is bound to, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The server's counters; the handle stays readable while and after it runs.
@@ -203,6 +223,20 @@ impl<A: Authenticator> Server<A> {
         tokio::pin!(shutdown);
         let (sweep_stop, sweep_running) = coordinator.task();
         tokio::spawn(sweep_sessions(self.shared.clone(), sweep_stop, sweep_running));
+        let config = &self.shared.config;
+        if let (Some(admin), Some(key)) = (&self.admin, &config.admin_key) {
+            match admin.try_clone().and_then(TcpListener::from_std) {
+                Ok(admin) => {
+                    let (stop, running) = coordinator.task();
+                    let limits = admin::Limits {
+                        handshake_timeout: config.handshake_timeout,
+                        max_message_size: config.max_message_size,
+                    };
+                    tokio::spawn(admin::serve(admin, key.clone(), self.handle(), limits, stop, running));
+                }
+                Err(e) => warn!(error = %e, "the admin API could not start"),
+            }
+        }
         info!(addr = %self.local_addr(), "listening");
         loop {
             tokio::select! {

@@ -165,7 +165,7 @@ async fn the_token_command_signs_what_it_is_asked() {
 
 #[tokio::test]
 async fn bad_configuration_is_one_clear_line_and_a_nonzero_exit() {
-    let cases: [(&[&str], Option<&str>, i32, &str); 14] = [
+    let cases: [(&[&str], Option<&str>, i32, &str); 15] = [
         (&["serve"], Some("too-short"), 2, "at least 32"),
         (&["serve"], Some(""), 2, "set but empty"),
         (&["serve", "--addr", "nonsense"], Some(&secret()), 2, "--addr"),
@@ -237,6 +237,12 @@ async fn bad_configuration_is_one_clear_line_and_a_nonzero_exit() {
             Some(&secret()),
             2,
             "idle timeout",
+        ),
+        (
+            &["serve", "--admin-addr", "127.0.0.1:0"],
+            Some(&secret()),
+            2,
+            "--admin-addr needs a key",
         ),
     ];
     for (args, secret, expected, needle) in cases {

@@ -62,6 +62,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub handle: wsgate::Handle,
+    /// The admin API's address, when configured.
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -80,6 +82,7 @@ impl TestServer {
         let addr = server.local_addr();
         let metrics = server.metrics();
         let handle = server.handle();
+        let admin = server.admin_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -88,6 +91,7 @@ impl TestServer {
             addr,
             metrics,
             handle,
+            admin,
             stop: Some(stop),
             task: Some(task),
         }

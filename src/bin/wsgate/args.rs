@@ -253,6 +253,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WSGATE_DEMO", value_name = "on|off", hide_possible_values = true)]
     pub demo: Option<Switch>,
 
+    /// Serve the admin API (POST /admin/revoke, /admin/publish) on this address; needs a key
+    #[arg(long, env = "WSGATE_ADMIN_ADDR", value_name = "ADDR", value_parser = address)]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// File holding the admin API's key, 32 bytes or more (one trailing newline ignored); or
+    /// put the key itself in WSGATE_ADMIN_KEY
+    #[arg(long, env = "WSGATE_ADMIN_KEY_FILE", value_name = "PATH")]
+    pub admin_key_file: Option<PathBuf>,
+
     /// Share rooms with every node on this Redis, and read sessions from it (needs a build
     /// with --features redis)
     #[arg(long, env = "WSGATE_REDIS", value_name = "URL")]

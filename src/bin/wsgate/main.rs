@@ -101,6 +101,26 @@ fn secret(file: Option<&Path>) -> Result<Option<Vec<u8>>, Usage> {
     Ok(Some(secret))
 }
 
+/// The admin key: `--admin-key-file`, else `WSGATE_ADMIN_KEY`; only with `--admin-addr`.
+fn admin_key(file: Option<&Path>, wanted: bool) -> Result<Option<wsgate::config::AdminKey>, Usage> {
+    let key = match (file, std::env::var_os("WSGATE_ADMIN_KEY")) {
+        (Some(path), _) => read_secret(path)?,
+        (None, Some(value)) => without_newline(value.into_encoded_bytes()),
+        (None, None) if wanted => {
+            return Err(Usage(
+                "--admin-addr needs a key: --admin-key-file or WSGATE_ADMIN_KEY (try: openssl rand -hex 32)".to_owned(),
+            ));
+        }
+        (None, None) => return Ok(None),
+    };
+    if !wanted {
+        return Err(Usage("an admin key was given without --admin-addr".to_owned()));
+    }
+    wsgate::config::AdminKey::new(&key)
+        .map(Some)
+        .ok_or_else(|| Usage(format!("the admin key is {} bytes; it needs at least 32", key.len())))
+}
+
 fn read_secret(path: &Path) -> Result<Vec<u8>, Usage> {
     std::fs::read(path)
         .map(without_newline)
@@ -185,6 +205,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     config.user_connect_burst = args.user_connect_burst;
     config.write_timeout = args.write_timeout.0;
     config.refresh_window = args.refresh_window.0;
+    config.admin_addr = args.admin_addr;
+    config.admin_key = admin_key(args.admin_key_file.as_deref(), args.admin_addr.is_some())?;
     config.revocation_ttl = args.revocation_ttl.0;
     config.session_recheck = args.session_recheck.0;
     config.max_queued_bytes = args.max_queued_bytes;

@@ -1,0 +1,303 @@
+//! The admin API (PROTOCOL.md §9): revoke credentials and publish notices over HTTP, on its
+//! own listener (`--admin-addr`), never on the public port, and only with the admin key.
+//!
+//! A thin layer over [`Handle`]: each request is one head and one small JSON body, read under
+//! the same limits as the public port (8 KiB head, the handshake timeout) plus a 64 KiB body
+//! cap, answered, and closed. At most [`MAX_ADMIN_SOCKETS`] sockets are served at once.
+//!
+//! The key is compared in constant time: both sides are hashed with SHA-256 and the digests
+//! compared byte by byte without an early exit, so neither the key's bytes nor its length
+//! leak through timing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout_at};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tracing::{info, warn};
+
+use crate::config::AdminKey;
+use crate::handle::Handle;
+use crate::head::RequestHead;
+use crate::http::{self, Response, Unread};
+use crate::jwt::check_subject;
+use crate::revocation::Revoke;
+use crate::room;
+use crate::shutdown::{Running, Shutdown};
+
+/// The largest request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Admin sockets served at once; more are closed at once.
+const MAX_ADMIN_SOCKETS: usize = 64;
+
+/// Serves the admin API on `listener` until shutdown.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    key: AdminKey,
+    handle: Handle,
+    limits: Limits,
+    mut shutdown: Shutdown,
+    _running: Running,
+) {
+    let sockets = Arc::new(Semaphore::new(MAX_ADMIN_SOCKETS));
+    info!(addr = ?listener.local_addr().ok(), "admin API listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => return,
+        };
+        let Ok(permit) = sockets.clone().try_acquire_owned() else {
+            continue; // dropped: closes the socket
+        };
+        let (key, handle) = (key.clone(), handle.clone());
+        tokio::spawn(async move {
+            answer(stream, peer, &key, &handle, limits).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The public port's limits that the admin port shares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub handshake_timeout: Duration,
+    pub max_message_size: usize,
+}
+
+async fn answer(mut stream: TcpStream, peer: SocketAddr, key: &AdminKey, handle: &Handle, limits: Limits) {
+    let deadline = Instant::now() + limits.handshake_timeout;
+    let Ok(Ok(request)) = timeout_at(deadline, http::read_request(&mut stream)).await else {
+        return;
+    };
+    let body = read_body(&mut stream, &request.head, request.leftover, deadline).await;
+    let response = match body {
+        Ok(body) => decide(&request.head, body.as_deref(), key, handle, limits),
+        Err(status_and_why) => Err(status_and_why),
+    };
+    let response = response.unwrap_or_else(|(status, why)| plain(status, why));
+    info!(%peer, path = ?request.head.path(), status = response.status.as_u16(), "admin request");
+    http::respond(&mut stream, &response, Unread::Maybe).await;
+}
+
+type Refusal = (StatusCode, String);
+
+/// The body announced by `Content-Length`, at most [`MAX_BODY`]; `None` for no body.
+async fn read_body(
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    mut body: Vec<u8>,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>, Refusal> {
+    use tokio::io::AsyncReadExt;
+    let bad = |why: &str| (StatusCode::BAD_REQUEST, why.to_owned());
+    let mut lengths = head.headers("content-length");
+    let length = match (lengths.next(), lengths.next()) {
+        (None, _) if head.header("transfer-encoding").is_none() => return Ok(None),
+        (Some(length), None) => length.trim().parse::<usize>().map_err(|_| bad("bad Content-Length"))?,
+        _ => return Err(bad("one Content-Length is required (no chunked bodies)")),
+    };
+    if length > MAX_BODY {
+        return Err(bad("body too large: at most 65536 bytes"));
+    }
+    body.truncate(length);
+    body.reserve(length - body.len());
+    while body.len() < length {
+        let mut chunk = vec![0; length - body.len()];
+        match timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n @ 1..)) => body.extend_from_slice(&chunk[..n]),
+            _ => return Err(bad("the body did not arrive")),
+        }
+    }
+    Ok(Some(body))
+}
+
+/// Route, key, body, in that order: an unknown path is `404` for anyone, a known one needs
+/// the key before its body is even parsed.
+fn decide(
+    head: &RequestHead,
+    body: Option<&[u8]>,
+    key: &AdminKey,
+    handle: &Handle,
+    limits: Limits,
+) -> Result<Response, Refusal> {
+    let route = match (head.method(), head.path()) {
+        ("POST", "/admin/revoke") => Route::Revoke,
+        ("POST", "/admin/publish") => Route::Publish,
+        _ => return Err((StatusCode::NOT_FOUND, "not found".to_owned())),
+    };
+    let offered = head
+        .header("authorization")
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    if !offered.is_some_and(|offered| key.matches(offered.as_bytes())) {
+        return Err((StatusCode::UNAUTHORIZED, "the admin key is missing or wrong".to_owned()));
+    }
+    let body = body.ok_or((StatusCode::BAD_REQUEST, "a JSON body is required".to_owned()))?;
+    let bad = |why: String| (StatusCode::BAD_REQUEST, why);
+    match route {
+        Route::Revoke => {
+            let revoke = parse_revoke(body).map_err(bad)?;
+            let closed = handle.revoke(&revoke);
+            Ok(json(StatusCode::OK, format!(r#"{{"closed":{closed}}}"#)))
+        }
+        Route::Publish => {
+            let PublishBody { room, message } = serde_json::from_slice(body).map_err(|e| bad(json_error(&e)))?;
+            room::check_name(&room).map_err(|e| bad(e.to_string()))?;
+            if message.len() > limits.max_message_size {
+                return Err(bad(format!(
+                    "message too long: at most {} bytes",
+                    limits.max_message_size
+                )));
+            }
+            handle.publish(&room, &message);
+            Ok(json(StatusCode::ACCEPTED, "{}".to_owned()))
+        }
+    }
+}
+
+enum Route {
+    Revoke,
+    Publish,
+}
+
+/// `{"jti":…,"exp":E}`, `{"user":…}` or `{"session":…}`: exactly one, nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    jti: Option<String>,
+    exp: Option<i64>,
+    user: Option<String>,
+    session: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    room: String,
+    message: String,
+}
+
+/// A revocation from a JSON body, checked strictly.
+pub(crate) fn parse_revoke(body: &[u8]) -> Result<Revoke, String> {
+    let body: RevokeBody = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+    let short = |what: &str, value: &str| match value.is_empty() || value.len() > 256 {
+        true => Err(format!("{what} must be 1-256 bytes")),
+        false => Ok(()),
+    };
+    match body {
+        RevokeBody {
+            jti: Some(jti),
+            exp: Some(exp),
+            user: None,
+            session: None,
+        } => {
+            short("jti", &jti)?;
+            Ok(Revoke::Jti { jti, exp })
+        }
+        RevokeBody {
+            jti: Some(_),
+            exp: None,
+            ..
+        } => Err("a jti revocation needs the token's exp".to_owned()),
+        RevokeBody {
+            jti: None,
+            exp: None,
+            user: Some(user),
+            session: None,
+        } => {
+            check_subject(&user).map_err(|e| format!("user: {e}"))?;
+            Ok(Revoke::User { user })
+        }
+        RevokeBody {
+            jti: None,
+            exp: None,
+            user: None,
+            session: Some(session),
+        } => {
+            short("session", &session)?;
+            Ok(Revoke::Session { session })
+        }
+        _ => Err(r#"expected exactly one of {"jti":…,"exp":…}, {"user":…}, {"session":…}"#.to_owned()),
+    }
+}
+
+/// serde's message without the position details, as one line.
+fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" at line ").next().unwrap_or(&text);
+    format!("bad JSON body: {text}")
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    Response {
+        status,
+        content_type: "application/json",
+        headers: Vec::new(),
+        body,
+    }
+}
+
+fn plain(status: StatusCode, why: String) -> Response {
+    let mut headers = Vec::new();
+    if status == StatusCode::UNAUTHORIZED {
+        headers.push(("WWW-Authenticate", r#"Bearer realm="wsgate-admin""#.to_owned()));
+    }
+    Response {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        headers,
+        body: format!("{why}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_must_be_long_and_match_exactly() {
+        assert!(AdminKey::new(b"short").is_none());
+        let key = AdminKey::new(b"an admin key of at least 32 bytes!!").unwrap();
+        assert!(key.matches(b"an admin key of at least 32 bytes!!"));
+        assert!(!key.matches(b"an admin key of at least 32 bytes!?"));
+        assert!(!key.matches(b""));
+        assert!(!format!("{key:?}").contains("admin key"));
+    }
+
+    #[test]
+    fn revoke_bodies_are_strict() {
+        assert!(matches!(
+            parse_revoke(br#"{"jti":"a","exp":1}"#),
+            Ok(Revoke::Jti { .. })
+        ));
+        assert!(matches!(parse_revoke(br#"{"user":"alice"}"#), Ok(Revoke::User { .. })));
+        assert!(matches!(
+            parse_revoke(br#"{"session":"s"}"#),
+            Ok(Revoke::Session { .. })
+        ));
+        for bad in [
+            &br#"{"jti":"a"}"#[..],
+            br#"{"user":"alice","session":"s"}"#,
+            br#"{"user":"alice","extra":1}"#,
+            br#"{"user":""}"#,
+            br#"{}"#,
+            br#"[]"#,
+            br#"not json"#,
+        ] {
+            assert!(parse_revoke(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! PROTOCOL.md §9's admin API over real sockets: its own port, the key, strict bodies, and
+//! revocations and notices reaching open connections.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wsgate::config::AdminKey;
+use wsgate::jwt::{Claims, unix_now};
+
+const KEY: &str = "admin-key-for-tests-0123456789abcdef";
+
+async fn server() -> TestServer {
+    TestServer::start(config().with(|c| {
+        c.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.admin_key = AdminKey::new(KEY.as_bytes());
+    }))
+    .await
+}
+
+/// Sends one request to `addr` and returns the whole response.
+async fn request(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> String {
+    let mut stream = within(TcpStream::connect(addr)).await.unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    within(stream.write_all(head.as_bytes())).await.unwrap();
+    // A body larger than the cap may be refused before it is all written.
+    let _ = within(stream.write_all(body.as_bytes())).await;
+    let mut response = Vec::new();
+    let _ = within(stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn the_route_the_key_and_the_body_are_checked_in_that_order() {
+    let server = server().await;
+    let admin = server.admin.unwrap();
+    assert_ne!(admin, server.addr);
+    let revoke = r#"{"user":"alice"}"#;
+    let status = |r: &str| r.split(' ').nth(1).unwrap_or_default().to_owned();
+    assert_eq!(
+        status(&request(admin, "POST", "/admin/revoke", None, revoke).await),
+        "401"
+    );
+    assert_eq!(
+        status(
+            &request(
+                admin,
+                "POST",
+                "/admin/revoke",
+                Some("wrong-key-0123456789abcdef-0123456789"),
+                revoke
+            )
+            .await
+        ),
+        "401"
+    );
+    assert_eq!(
+        status(&request(admin, "POST", "/admin/nope", Some(KEY), revoke).await),
+        "404"
+    );
+    assert_eq!(
+        status(&request(admin, "GET", "/admin/revoke", Some(KEY), "").await),
+        "404"
+    );
+    for bad in [
+        "not json",
+        r#"{"user":"alice","extra":1}"#,
+        r#"{"jti":"x"}"#,
+        r#"{}"#,
+        r#"{"room":"bad room","message":"x"}"#,
+    ] {
+        let path = if bad.contains("room") {
+            "/admin/publish"
+        } else {
+            "/admin/revoke"
+        };
+        let response = request(admin, "POST", path, Some(KEY), bad).await;
+        assert_eq!(status(&response), "400", "{bad}: {response}");
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        assert_eq!(body.trim().lines().count(), 1, "{body}");
+    }
+    let huge = format!(r#"{{"room":"lobby","message":"{}"}}"#, "x".repeat(70_000));
+    assert_eq!(
+        status(&request(admin, "POST", "/admin/publish", Some(KEY), &huge).await),
+        "400"
+    );
+    // Never on the public port.
+    assert_eq!(
+        status(&request(server.addr, "POST", "/admin/revoke", Some(KEY), revoke).await),
+        "404"
+    );
+}
+
+#[tokio::test]
+async fn revoke_and_publish_reach_open_connections() {
+    let server = server().await;
+    let admin = server.admin.unwrap();
+    let mut claims = Claims::new("alice", unix_now() + 600);
+    claims.jti = Some("leaked".into());
+    let token = key().sign(&claims);
+    let (mut alice, _) = server
+        .connect(&format!("/ws/chat/lobby?token={token}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut alice).await["type"], "welcome");
+    let mut bob = server.join("lobby", "bob").await;
+    assert_eq!(next_json(&mut alice).await["type"], "join");
+
+    let response = request(
+        admin,
+        "POST",
+        "/admin/publish",
+        Some(KEY),
+        r#"{"room":"lobby","message":"hi all"}"#,
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 202 "), "{response}");
+    for member in [&mut alice, &mut bob] {
+        assert_eq!(next_json(member).await["type"], "notice");
+    }
+
+    let body = format!(r#"{{"jti":"leaked","exp":{}}}"#, claims.exp);
+    let response = request(admin, "POST", "/admin/revoke", Some(KEY), &body).await;
+    assert!(
+        response.starts_with("HTTP/1.1 200 ") && response.ends_with(r#"{"closed":1}"#),
+        "{response}"
+    );
+    let frame = close_frame(&mut alice).await;
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4401, "revoked"));
+}
