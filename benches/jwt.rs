@@ -25,6 +25,7 @@ fn typical_claims() -> Claims {
         iss: Some("https://auth.example".into()),
         aud: vec!["wsgate".into()],
         rooms: Some(vec!["lobby".into(), "team-*".into()]),
+        jti: None,
     }
 }
 

@@ -48,9 +48,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.insert(
         session_id,
         Identity {
-            username: "carol".into(),
             rooms: Some(vec!["support-*".into()]),
             expires_at: Some(unix_now() + 3600),
+            ..Identity::new("carol")
         },
     );
 

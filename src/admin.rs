@@ -24,8 +24,7 @@ use crate::config::AdminKey;
 use crate::handle::Handle;
 use crate::head::RequestHead;
 use crate::http::{self, Response, Unread};
-use crate::jwt::check_subject;
-use crate::revocation::Revoke;
+use crate::revocation::{Revoke, json_error};
 use crate::room;
 use crate::shutdown::{Running, Shutdown};
 
@@ -149,7 +148,7 @@ fn decide(
     let bad = |why: String| (StatusCode::BAD_REQUEST, why);
     match route {
         Route::Revoke => {
-            let revoke = parse_revoke(body).map_err(bad)?;
+            let revoke = Revoke::parse(body).map_err(bad)?;
             let closed = handle.revoke(&revoke);
             Ok(json(StatusCode::OK, format!(r#"{{"closed":{closed}}}"#)))
         }
@@ -173,72 +172,11 @@ enum Route {
     Publish,
 }
 
-/// `{"jti":…,"exp":E}`, `{"user":…}` or `{"session":…}`: exactly one, nothing else.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeBody {
-    jti: Option<String>,
-    exp: Option<i64>,
-    user: Option<String>,
-    session: Option<String>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     room: String,
     message: String,
-}
-
-/// A revocation from a JSON body, checked strictly.
-pub(crate) fn parse_revoke(body: &[u8]) -> Result<Revoke, String> {
-    let body: RevokeBody = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
-    let short = |what: &str, value: &str| match value.is_empty() || value.len() > 256 {
-        true => Err(format!("{what} must be 1-256 bytes")),
-        false => Ok(()),
-    };
-    match body {
-        RevokeBody {
-            jti: Some(jti),
-            exp: Some(exp),
-            user: None,
-            session: None,
-        } => {
-            short("jti", &jti)?;
-            Ok(Revoke::Jti { jti, exp })
-        }
-        RevokeBody {
-            jti: Some(_),
-            exp: None,
-            ..
-        } => Err("a jti revocation needs the token's exp".to_owned()),
-        RevokeBody {
-            jti: None,
-            exp: None,
-            user: Some(user),
-            session: None,
-        } => {
-            check_subject(&user).map_err(|e| format!("user: {e}"))?;
-            Ok(Revoke::User { user })
-        }
-        RevokeBody {
-            jti: None,
-            exp: None,
-            user: None,
-            session: Some(session),
-        } => {
-            short("session", &session)?;
-            Ok(Revoke::Session { session })
-        }
-        _ => Err(r#"expected exactly one of {"jti":…,"exp":…}, {"user":…}, {"session":…}"#.to_owned()),
-    }
-}
-
-/// serde's message without the position details, as one line.
-fn json_error(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let text = text.split(" at line ").next().unwrap_or(&text);
-    format!("bad JSON body: {text}")
 }
 
 fn json(status: StatusCode, body: String) -> Response {
@@ -280,12 +218,12 @@ mod tests {
     #[test]
     fn revoke_bodies_are_strict() {
         assert!(matches!(
-            parse_revoke(br#"{"jti":"a","exp":1}"#),
+            Revoke::parse(br#"{"jti":"a","exp":1}"#),
             Ok(Revoke::Jti { .. })
         ));
-        assert!(matches!(parse_revoke(br#"{"user":"alice"}"#), Ok(Revoke::User { .. })));
+        assert!(matches!(Revoke::parse(br#"{"user":"alice"}"#), Ok(Revoke::User { .. })));
         assert!(matches!(
-            parse_revoke(br#"{"session":"s"}"#),
+            Revoke::parse(br#"{"session":"s"}"#),
             Ok(Revoke::Session { .. })
         ));
         for bad in [
@@ -297,7 +235,7 @@ mod tests {
             br#"[]"#,
             br#"not json"#,
         ] {
-            assert!(parse_revoke(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(Revoke::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 }

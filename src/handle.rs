@@ -33,12 +33,27 @@ pub struct Handle {
     pub(crate) revocations: Revocations,
     pub(crate) rooms: Rooms,
     pub(crate) stop: Arc<Notify>,
+    /// With `--redis`: the way to the other nodes.
+    #[cfg(feature = "redis")]
+    pub(crate) relay: Option<Arc<crate::relay::Relay>>,
+    #[cfg(not(feature = "redis"))]
+    #[allow(dead_code)]
+    pub(crate) relay: (),
 }
 
 impl Handle {
-    /// Revokes as `revoke` says; returns how many connections on this node it closed.
+    /// Revokes as `revoke` says; returns how many connections on this node it closed. With
+    /// `--redis` every other node does the same within a moment, and the revocation is stored
+    /// for nodes that start later.
     pub fn revoke(&self, revoke: &Revoke) -> usize {
-        self.revocations.revoke(revoke)
+        let closed = self.revocations.revoke(revoke);
+        #[cfg(feature = "redis")]
+        if let Some(relay) = &self.relay {
+            let control = crate::control::Control::revoke(revoke.clone(), relay.node_id());
+            let ttl = self.revocations.lasts(revoke, crate::jwt::unix_now());
+            relay.control(&control, ttl);
+        }
+        closed
     }
 
     /// Revokes the token with this `jti` until its `exp`; closes its connections (`4401
@@ -62,9 +77,13 @@ impl Handle {
         self.revoke(&Revoke::Session { session: id.to_owned() })
     }
 
-    /// Sends `{"type":"notice","room":…,"message":…}` to every member of `room`.
+    /// Sends `{"type":"notice","room":…,"message":…}` to every member of `room`, on every node.
     pub fn publish(&self, room: &str, message: &str) {
         self.rooms.publish_notice(room, message);
+        #[cfg(feature = "redis")]
+        if let Some(relay) = &self.relay {
+            relay.control(&crate::control::Control::publish(room, message, relay.node_id()), 0);
+        }
     }
 
     /// Asks the server to shut down as if its shutdown future had completed.

@@ -36,6 +36,8 @@ mod bucket;
 pub mod close;
 pub mod config;
 mod connection;
+#[cfg(feature = "redis")]
+mod control;
 pub mod credentials;
 pub mod gate;
 pub mod handle;

@@ -31,7 +31,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
 use crate::auth::{Identity, SessionStore, StoreError};
+use crate::control::{self, Control};
 use crate::metrics::Metrics;
+use crate::revocation::Revocations;
 use crate::room::{Bridge, Rooms, WeakRooms};
 
 /// Prefix of the Redis channel of each room.
@@ -62,8 +64,15 @@ enum Command {
     Unsubscribe(String),
 }
 
-/// A message for other nodes: (room, JSON text).
-type Outgoing = (String, String);
+/// Work for the publishing connection, in order.
+enum Outgoing {
+    /// A frame for a room on other nodes: (room, JSON text).
+    Room(String, String),
+    /// A control message (`wsgate:control`).
+    Control(String),
+    /// A revocation to keep for nodes that start later: (key, value, TTL in seconds).
+    Store(String, String, u64),
+}
 
 /// The link between this node's rooms and Redis. Create it with [`Relay::new`], give it to
 /// the room registry as its bridge, then [`Relay::start`] it.
@@ -106,18 +115,34 @@ impl Relay {
         }))
     }
 
+    /// Sends `control` to the other nodes, and stores a revocation for `ttl` seconds.
+    pub(crate) fn control(&self, control: &Control, ttl: u64) {
+        let json = control.to_json();
+        if let Some(revoke) = &control.revoke
+            && ttl > 0
+        {
+            self.queue(Outgoing::Store(Control::stored_key(revoke), json.clone(), ttl));
+        }
+        self.queue(Outgoing::Control(json));
+    }
+
+    /// This node's id, which its own control messages carry.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn queue(&self, outgoing: Outgoing) {
+        if self.outgoing.try_send(outgoing).is_err() {
+            self.metrics.relay_dropped(1);
+        }
+    }
+
     /// Starts the subscriber and publisher tasks for `rooms`. They end when the rooms do.
-    pub(crate) fn start(self: &Arc<Relay>, rooms: WeakRooms) {
+    pub(crate) fn start(self: &Arc<Relay>, rooms: WeakRooms, revocations: Revocations) {
         let Some((commands, outgoing)) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        tokio::spawn(subscribe_loop(
-            self.client.clone(),
-            self.node_id.clone(),
-            commands,
-            rooms,
-            self.metrics.clone(),
-        ));
+        tokio::spawn(subscribe_loop(Arc::clone(self), commands, rooms, revocations));
         tokio::spawn(publish_loop(
             self.client.clone(),
             self.node_id.clone(),
@@ -138,9 +163,7 @@ impl Bridge for Relay {
 
     fn publish(&self, room: &str, message: &Message) {
         let Message::Text(text) = message else { return };
-        if self.outgoing.try_send((room.to_owned(), text.to_string())).is_err() {
-            self.metrics.relay_dropped(1);
-        }
+        self.queue(Outgoing::Room(room.to_owned(), text.to_string()));
     }
 }
 
@@ -164,11 +187,16 @@ async fn publish_loop(
         };
         let sent = batch.len() as u64;
         let mut pipe = redis::pipe();
-        for (room, text) in batch.drain(..) {
-            pipe.cmd("PUBLISH")
-                .arg(channel(&room))
-                .arg(format!("{node_id}\n{text}"))
-                .ignore();
+        for outgoing in batch.drain(..) {
+            match outgoing {
+                Outgoing::Room(room, text) => pipe
+                    .cmd("PUBLISH")
+                    .arg(channel(&room))
+                    .arg(format!("{node_id}\n{text}")),
+                Outgoing::Control(json) => pipe.cmd("PUBLISH").arg(control::CHANNEL).arg(json),
+                Outgoing::Store(key, value, ttl) => pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(ttl),
+            }
+            .ignore();
         }
         if let Err(e) = bounded(pipe.query_async::<()>(conn)).await {
             // The whole batch may be lost: count it, so the loss is visible.
@@ -188,12 +216,12 @@ async fn publish_loop(
 /// Redis that restarts is not hammered by every node at once) and starts over. It ends when
 /// the rooms are dropped, i.e. when the server stops.
 async fn subscribe_loop(
-    client: redis::Client,
-    node_id: String,
+    relay: Arc<Relay>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     rooms: WeakRooms,
-    metrics: Arc<Metrics>,
+    revocations: Revocations,
 ) {
+    let (client, node_id, metrics) = (&relay.client, relay.node_id.as_str(), &relay.metrics);
     let mut backoff = Duration::from_millis(100);
     let mut ever_up = false;
     let mut up = false;
@@ -203,8 +231,11 @@ async fn subscribe_loop(
             let Some(names) = rooms.upgrade().map(|r| r.names()) else {
                 return;
             };
-            let channels: Vec<String> = names.iter().map(|r| channel(r)).collect();
-            if channels.is_empty() || bounded(sink.subscribe(&channels)).await.is_ok() {
+            let mut channels: Vec<String> = names.iter().map(|r| channel(r)).collect();
+            channels.push(control::CHANNEL.to_owned());
+            if bounded(sink.subscribe(&channels)).await.is_ok() {
+                // Revocations made while this node was away (or before it started).
+                load_revocations(client, &revocations).await;
                 metrics.redis_up(true);
                 backoff = Duration::from_millis(100);
                 if ever_up {
@@ -231,7 +262,20 @@ async fn subscribe_loop(
                             None => break, // connection lost
                             Some(message) => {
                                 let Some(rooms) = rooms.upgrade() else { return };
-                                dispatch(&rooms, &node_id, &message);
+                                if message.get_channel_name() == control::CHANNEL {
+                                    let applied = control::apply(message.get_payload_bytes(), node_id, &rooms, &revocations);
+                                    // Published by an application: keep it for later nodes too.
+                                    if let Some(control) = applied
+                                        && let Some(revoke) = &control.revoke
+                                    {
+                                        let ttl = revocations.lasts(revoke, control.at.unwrap_or_else(crate::jwt::unix_now));
+                                        if ttl > 0 {
+                                            relay.queue(Outgoing::Store(Control::stored_key(revoke), control.to_json(), ttl));
+                                        }
+                                    }
+                                } else {
+                                    dispatch(&rooms, node_id, &message);
+                                }
                             }
                         },
                     }
@@ -258,6 +302,43 @@ async fn subscribe_loop(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Loads every stored revocation (bounded by the Redis timeout per call).
+async fn load_revocations(client: &redis::Client, revocations: &Revocations) {
+    let Ok(mut conn) = bounded(client.get_multiplexed_async_connection()).await else {
+        return;
+    };
+    let pattern = format!("{}*", control::STORED_PREFIX);
+    let mut cursor: u64 = 0;
+    loop {
+        let scan = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .to_owned();
+        let Ok((next, keys)) = bounded(scan.query_async::<(u64, Vec<String>)>(&mut conn)).await else {
+            return;
+        };
+        if !keys.is_empty()
+            && let Ok(values) = bounded(
+                redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async::<Vec<Option<Vec<u8>>>>(&mut conn),
+            )
+            .await
+        {
+            for value in values.into_iter().flatten() {
+                control::load(&value, revocations);
+            }
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 

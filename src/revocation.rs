@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::auth::Identity;
 use crate::close::Close;
-use crate::jwt::unix_now;
+use crate::jwt::{check_subject, unix_now};
 
 /// What to revoke. Also the JSON of `POST /admin/revoke` and of the Redis control channel.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -43,6 +43,69 @@ pub enum Revoke {
         /// The session id (the `sessionid` cookie's value).
         session: String,
     },
+}
+
+/// `{"jti":…,"exp":E}`, `{"user":…}` or `{"session":…}`: exactly one, nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    jti: Option<String>,
+    exp: Option<i64>,
+    user: Option<String>,
+    session: Option<String>,
+}
+
+impl Revoke {
+    /// A revocation from a JSON body, checked strictly: exactly one kind, nothing else.
+    pub(crate) fn parse(body: &[u8]) -> Result<Revoke, String> {
+        let body: RevokeBody = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+        let short = |what: &str, value: &str| match value.is_empty() || value.len() > 256 {
+            true => Err(format!("{what} must be 1-256 bytes")),
+            false => Ok(()),
+        };
+        match body {
+            RevokeBody {
+                jti: Some(jti),
+                exp: Some(exp),
+                user: None,
+                session: None,
+            } => {
+                short("jti", &jti)?;
+                Ok(Revoke::Jti { jti, exp })
+            }
+            RevokeBody {
+                jti: Some(_),
+                exp: None,
+                ..
+            } => Err("a jti revocation needs the token's exp".to_owned()),
+            RevokeBody {
+                jti: None,
+                exp: None,
+                user: Some(user),
+                session: None,
+            } => {
+                check_subject(&user).map_err(|e| format!("user: {e}"))?;
+                Ok(Revoke::User { user })
+            }
+            RevokeBody {
+                jti: None,
+                exp: None,
+                user: None,
+                session: Some(session),
+            } => {
+                short("session", &session)?;
+                Ok(Revoke::Session { session })
+            }
+            _ => Err(r#"expected exactly one of {"jti":…,"exp":…}, {"user":…}, {"session":…}"#.to_owned()),
+        }
+    }
+}
+
+/// serde's message without the position details, as one line.
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" at line ").next().unwrap_or(&text);
+    format!("bad JSON body: {text}")
 }
 
 /// The revocation list and the open connections. Cloning gives another handle to the same.
@@ -95,18 +158,34 @@ impl Revocations {
 
     /// Adds `revoke` to the list and closes the open connections it names; returns how many.
     pub fn revoke(&self, revoke: &Revoke) -> usize {
-        let now = unix_now();
+        self.revoke_at(revoke, unix_now())
+    }
+
+    /// How long, from now, the entry for `revoke` made at `at` lasts (0: already over).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn lasts(&self, revoke: &Revoke, at: i64) -> u64 {
+        let until = match revoke {
+            Revoke::Jti { exp, .. } => exp.saturating_add(self.leeway),
+            Revoke::User { .. } | Revoke::Session { .. } => at.saturating_add(self.ttl),
+        };
+        u64::try_from(until.saturating_sub(unix_now())).unwrap_or(0)
+    }
+
+    /// [`Revocations::revoke`] as made at time `at` (Unix seconds): another node's
+    /// revocation, or one stored in Redis, keeps its own moment, so a user's credentials
+    /// issued after it still work here.
+    pub fn revoke_at(&self, revoke: &Revoke, at: i64) -> usize {
         let mut inner = self.lock();
-        inner.purge(now);
+        inner.purge(unix_now());
         match revoke {
             Revoke::Jti { jti, exp } => {
                 inner.jtis.insert(jti.clone(), exp.saturating_add(self.leeway));
             }
             Revoke::User { user } => {
-                inner.users.insert(user.clone(), (now, now.saturating_add(self.ttl)));
+                inner.users.insert(user.clone(), (at, at.saturating_add(self.ttl)));
             }
             Revoke::Session { session } => {
-                inner.sessions.insert(session.clone(), now.saturating_add(self.ttl));
+                inner.sessions.insert(session.clone(), at.saturating_add(self.ttl));
             }
         }
         let doomed: Vec<(u64, Close)> = inner

@@ -246,14 +246,10 @@ impl Rooms {
         self.lock().keys().cloned().collect()
     }
 
-    /// Sends a server notice to `room`'s members on this node and, through the bridge, on
-    /// the others. A room nobody is in gets nothing (and is not created).
+    /// Sends a server notice to `room`'s members on this node (other nodes hear of it on the
+    /// control channel). A room nobody is in gets nothing (and is not created).
     pub fn publish_notice(&self, room: &str, message: &str) {
-        let notice = messages::notice(room, message);
-        if let Some(bridge) = &self.inner.bridge {
-            bridge.publish(room, &notice);
-        }
-        self.deliver_local(room, notice);
+        self.deliver_local(room, messages::notice(room, message));
     }
 
     /// Delivers `message` to the local members of `room`, if it has any; it is not passed on

@@ -56,6 +56,7 @@ use crate::jwt::Verifier;
 use crate::metrics::{Gauges, Metrics};
 use crate::pending::{Pending, Slot};
 use crate::rejection::{Reason, Rejection};
+use crate::revocation::Revocations;
 use crate::room::Rooms;
 use crate::shutdown::{Coordinator, Running, Shutdown};
 use crate::throttle::Throttle;
@@ -89,6 +90,8 @@ struct Shared<A> {
     advice_log: Throttle,
     /// Set by [`Handle::shutdown`].
     stop: Arc<Notify>,
+    /// Revocations and notices for the other nodes.
+    relay: Relay,
 }
 
 /// The server could not start.
@@ -166,9 +169,11 @@ impl<A: Authenticator> Server<A> {
             }
         };
         let metrics = Arc::new(Metrics::default());
-        let rooms = rooms(&config, &metrics)?;
+        let gate = Gate::new(&config, authenticator);
+        let (rooms, relay) = rooms(&config, &metrics, gate.revocations())?;
         let shared = Arc::new(Shared {
-            gate: Gate::new(&config, authenticator),
+            gate,
+            relay,
             connections: Arc::new(Semaphore::new(config.max_connections)),
             pending: Pending::new(config.max_pending),
             identities: Identities::new(
@@ -213,6 +218,7 @@ impl<A: Authenticator> Server<A> {
             revocations: self.shared.gate.revocations().clone(),
             rooms: self.shared.rooms.clone(),
             stop: self.shared.stop.clone(),
+            relay: self.shared.relay.clone(),
         }
     }
 
@@ -314,18 +320,24 @@ async fn sweep_sessions<A: Authenticator>(shared: Arc<Shared<A>>, mut shutdown: 
     }
 }
 
+/// The link to other nodes through Redis, when configured.
+#[cfg(feature = "redis")]
+type Relay = Option<Arc<crate::relay::Relay>>;
+#[cfg(not(feature = "redis"))]
+type Relay = ();
+
 /// The room registry, joined to the other nodes through Redis when configured.
-fn rooms(config: &Config, metrics: &Arc<Metrics>) -> Result<Rooms, ConfigError> {
+fn rooms(config: &Config, metrics: &Arc<Metrics>, revocations: &Revocations) -> Result<(Rooms, Relay), ConfigError> {
     #[cfg(feature = "redis")]
     if let Some(url) = &config.redis_url {
         let relay = crate::relay::Relay::new(url, metrics.clone())
             .map_err(|e| ConfigError(format!("redis URL {url:?}: {e}")))?;
         let rooms = Rooms::with_bridge(config.room_settings(), Some(relay.clone()));
-        relay.start(rooms.downgrade());
-        return Ok(rooms);
+        relay.start(rooms.downgrade(), revocations.clone());
+        return Ok((rooms, Some(relay)));
     }
-    let _ = metrics;
-    Ok(Rooms::new(config.room_settings()))
+    let _ = (metrics, revocations);
+    Ok((Rooms::new(config.room_settings()), Relay::default()))
 }
 
 /// One accepted socket, from the first byte to the last.

@@ -275,3 +275,129 @@ async fn sessions_in_redis_work_on_every_node() {
     );
     assert_eq!(response.status(), 503);
 }
+
+/// Waits (boundedly) until the control channel has `n` subscribing nodes.
+async fn await_control_subscribers(redis: &RedisServer, n: i64) {
+    for _ in 0..500 {
+        let reply: Vec<redis::Value> = redis
+            .query(redis::cmd("PUBSUB").arg("NUMSUB").arg("wsgate:control"))
+            .await;
+        if redis::from_redis_value_ref::<i64>(&reply[1]).unwrap() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the control channel never reached {n} subscribers");
+}
+
+fn token_with_jti(sub: &str, jti: &str) -> (String, i64) {
+    let mut claims = wsgate::jwt::Claims::new(sub, unix_now() + 600);
+    claims.jti = Some(jti.to_owned());
+    claims.iat = Some(unix_now() - 5);
+    (key().sign(&claims), claims.exp)
+}
+
+#[tokio::test]
+async fn revocations_and_notices_reach_every_node_and_later_ones() {
+    let redis = RedisServer::start();
+    let a = TestServer::start(node_config(&redis)).await;
+    let b = TestServer::start(node_config(&redis)).await;
+    await_control_subscribers(&redis, 2).await;
+
+    // A notice from node A's handle reaches members on both nodes, once each.
+    let mut on_a = a.join("lobby", "ann").await;
+    let mut on_b = b.join("lobby", "ben").await;
+    redis.await_subscribers("lobby", 2).await;
+    a.handle.publish("lobby", "hello both");
+    for member in [&mut on_a, &mut on_b] {
+        loop {
+            let got = next_json(member).await;
+            if got["type"] == "notice" {
+                assert_eq!(got["message"], "hello both");
+                break;
+            }
+        }
+    }
+    send(&mut on_a, r#"{"message":"marker"}"#).await;
+    for member in [&mut on_a, &mut on_b] {
+        loop {
+            let got = next_json(member).await;
+            assert_ne!(got["type"], "notice", "a notice arrived twice");
+            if got["message"] == "marker" {
+                break;
+            }
+        }
+    }
+
+    // Revoked on A, closed on B within a second.
+    let (leaked, exp) = token_with_jti("carl", "leaked-1");
+    let (mut carl, _) = b.connect(&format!("/ws/chat/lobby?token={leaked}"), &[]).await.unwrap();
+    assert_eq!(next_json(&mut carl).await["type"], "welcome");
+    let started = std::time::Instant::now();
+    a.handle.revoke_jti("leaked-1", exp);
+    let frame = close_frame(&mut carl).await;
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4401, "revoked"));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+
+    // An application's own PUBLISH (the logout hook) revokes a user everywhere.
+    let (dana_token, _) = token_with_jti("dana", "d-1");
+    let (mut dana, _) = a
+        .connect(&format!("/ws/chat/lobby?token={dana_token}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut dana).await["type"], "welcome");
+    let receivers: i64 = redis
+        .query(
+            redis::cmd("PUBLISH")
+                .arg("wsgate:control")
+                .arg(r#"{"revoke":{"user":"dana"}}"#),
+        )
+        .await;
+    assert_eq!(receivers, 2);
+    assert_eq!(close_frame(&mut dana).await.reason.as_str(), "revoked");
+
+    // A node that starts after both revocations enforces them.
+    let mut stored: Vec<String> = Vec::new();
+    for _ in 0..200 {
+        stored = redis.query(redis::cmd("KEYS").arg("wsgate:revoked:*")).await;
+        if stored.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let c = TestServer::start(node_config(&redis)).await;
+    await_control_subscribers(&redis, 3).await;
+    for token in [&leaked, &dana_token] {
+        let response = refused(c.connect(&format!("/ws/chat/lobby?token={token}"), &[]).await);
+        assert_eq!(response.status(), 401);
+    }
+    // A new login of dana (issued after the revocation) works there too.
+    let mut fresh = wsgate::jwt::Claims::new("dana", unix_now() + 600);
+    fresh.iat = Some(unix_now() + 1);
+    let fresh = key().sign(&fresh);
+    assert!(c.connect(&format!("/ws/chat/lobby?token={fresh}"), &[]).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_session_deleted_from_redis_closes_its_connection_within_a_recheck() {
+    let redis = RedisServer::start();
+    let json = serde_json::to_string(&Identity::new("erin")).unwrap();
+    let _: () = redis.query(redis::cmd("SET").arg("app:session:s-1").arg(json)).await;
+    let verifier = Verifier::new(vec![key()], Validation::default()).unwrap();
+    let sessions = RedisSessionStore::new(&redis.url(), "app:session:").unwrap();
+    let config = node_config(&redis).with(|c| c.session_recheck = Duration::from_secs(1));
+    let server = TestServer::start_with(config, JwtAuthenticator::with_sessions(verifier, sessions)).await;
+    let origin = format!("http://{}", server.addr);
+    let (mut erin, _) = server
+        .connect("/ws/chat/lobby", &[("Cookie", "sessionid=s-1"), ("Origin", &origin)])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut erin).await["username"], "erin");
+    // The application logs erin out: it deletes the session key.
+    let _: () = redis.query(redis::cmd("DEL").arg("app:session:s-1")).await;
+    let started = std::time::Instant::now();
+    let frame = close_frame(&mut erin).await;
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4401, "session ended"));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
