@@ -15,10 +15,14 @@
 //!   `jwt::check_subject`, the head had exactly one `Host`, and a cookie credential came with
 //!   exactly one `Origin`;
 //! - refused: the status is 4xx or 5xx; no response header name or value holds CR or LF; the
-//!   text (`to_string()`, and the header values that quote it) never holds a marker's secret,
-//!   nor more than 16 characters of any `token=` value of the head (raw or percent-decoded).
-//!   A suspected echo of a `token=` value is confirmed by running the gate again with that
-//!   value's letters and digits rotated: text the server wrote itself stays, an echo changes.
+//!   client-visible text (`to_string()`, and the header values that quote it) never holds more
+//!   than 16 characters of a credential: a marker's secret, or a value in a credential
+//!   position (`?token=` raw or percent-decoded, the `access_token`/`sessionid` cookies,
+//!   `Authorization: Bearer`, a `bearer.` entry). A suspected echo is confirmed by running the
+//!   gate again with those values' letters and digits rotated: text the server wrote itself
+//!   (or copied from another header, such as the refused `Origin`) stays; an echo changes.
+//!
+//! `HEAD_GATE_TRACE=1` prints each gate's answer (for checking seeds and triage).
 #![no_main]
 
 use std::borrow::Cow;
@@ -48,6 +52,8 @@ struct Fixture {
     gates: Vec<(&'static str, Gate<JwtAuthenticator>)>,
     token: String,
     room_token: String,
+    /// `HEAD_GATE_TRACE=1`: print each gate's answer, to check seeds and triage findings.
+    trace: bool,
 }
 
 fn fixture() -> &'static Fixture {
@@ -81,6 +87,7 @@ fn fixture() -> &'static Fixture {
             gates,
             token,
             room_token,
+            trace: std::env::var_os("HEAD_GATE_TRACE").is_some(),
         }
     })
 }
@@ -98,15 +105,39 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let raw_head = &input[..len];
-    let values = token_values(raw_head);
-    // The secrets the fixture planted: never echoed, checked without a second run.
-    let planted: Vec<&str> = [fx.token.as_str(), fx.room_token.as_str(), SESSION_ID]
-        .into_iter()
-        .filter(|s| contains(&input, s.as_bytes()))
-        .collect();
+    let credentials = credential_ranges(raw_head);
+    // Every credential value as sent (and percent-decoded, for the query), plus the secrets
+    // the fixture planted wherever they landed.
+    let mut secrets: Vec<String> = Vec::new();
+    for range in &credentials {
+        let raw = String::from_utf8_lossy(&raw_head[range.clone()]).into_owned();
+        if let Some(decoded) = percent_decode(&raw).filter(|d| *d != raw) {
+            secrets.push(decoded);
+        }
+        secrets.push(raw);
+    }
+    secrets.extend(
+        [fx.token.as_str(), fx.room_token.as_str(), SESSION_ID]
+            .into_iter()
+            .filter(|s| contains(&input, s.as_bytes()))
+            .map(str::to_owned),
+    );
 
     for (policy, gate) in &fx.gates {
-        match fx.runtime.block_on(gate.admit(&head)) {
+        let answer = fx.runtime.block_on(gate.admit(&head));
+        if fx.trace {
+            match &answer {
+                Ok(a) => eprintln!(
+                    "[{policy}] admitted {} to {} via {} (protocol {:?})",
+                    a.identity.username,
+                    a.room,
+                    a.carrier,
+                    a.upgrade.protocol()
+                ),
+                Err(r) => eprintln!("[{policy}] {} {r}", r.status().as_u16()),
+            }
+        }
+        match answer {
             Ok(admission) => {
                 assert!(check_name(&admission.room).is_ok(), "[{policy}] admitted a bad room name");
                 assert!(admission.identity.may_join(&admission.room), "[{policy}] admitted to a room not allowed");
@@ -134,29 +165,24 @@ fuzz_target!(|data: &[u8]| {
             Err(rejection) => {
                 let status = rejection.status().as_u16();
                 assert!((400..600).contains(&status), "[{policy}] {rejection:?} has status {status}");
-                let texts = texts(&rejection);
                 for (name, value) in rejection.headers() {
                     assert!(
                         !name.contains(['\r', '\n']) && !value.contains(['\r', '\n']),
                         "[{policy}] response header {name}: {value:?} holds CR or LF"
                     );
                 }
-                for secret in &planted {
-                    assert!(!texts.iter().any(|t| t.contains(secret)), "[{policy}] rejection text holds a secret");
-                    if let Some(w) = shared_window(&texts, secret) {
-                        panic!("[{policy}] rejection text {texts:?} echoes {w:?} of a planted secret");
-                    }
-                }
-                for value in values.iter().flat_map(|v| [Some(v.raw.clone()), v.decoded.clone()]).flatten() {
-                    let Some(window) = shared_window(&texts, &value) else { continue };
-                    // Text the server wrote itself survives rotating the value; an echo does not.
-                    let again = rerun_rotated(fx, gate, raw_head, &values);
+                let texts = texts(&rejection);
+                for secret in &secrets {
+                    let Some(window) = shared_window(&texts, secret) else { continue };
+                    // Text the server wrote itself, or copied from elsewhere in the request,
+                    // survives rotating the credentials; an echo of a credential does not.
+                    let again = rerun_rotated(fx, gate, raw_head, &credentials);
                     if again.as_ref().is_some_and(|t| t.iter().any(|t| t.contains(window))) {
                         continue;
                     }
                     panic!(
-                        "[{policy}] rejection {rejection:?} text {texts:?} echoes {window:?} of token= value {value:?} \
-                         (rerun with the value rotated: {again:?})"
+                        "[{policy}] rejection {rejection:?} text {texts:?} echoes {window:?} of credential {secret:?} \
+                         (rerun with credentials rotated: {again:?})"
                     );
                 }
             }
@@ -189,42 +215,104 @@ fn char_windows(s: &str) -> impl Iterator<Item = &str> {
     (0..bounds.len().saturating_sub(ECHO_CHARS)).map(move |i| &s[bounds[i]..bounds[i + ECHO_CHARS]])
 }
 
-/// One `token=` value in the raw head (query, `access_token=` cookie, anything).
-struct TokenValue {
-    range: Range<usize>,
-    raw: String,
-    decoded: Option<String>,
-}
-
-fn token_values(head: &[u8]) -> Vec<TokenValue> {
-    const NAME: &[u8] = b"token=";
-    let mut values = Vec::new();
-    let mut from = 0;
-    while let Some(at) = find(&head[from..], NAME) {
-        let start = from + at + NAME.len();
-        let end = head[start..]
-            .iter()
-            .position(|b| b"&; \t\r\n".contains(b))
-            .map_or(head.len(), |p| start + p);
-        let raw = String::from_utf8_lossy(&head[start..end]).into_owned();
-        let decoded = percent_decode(&raw).filter(|d| *d != raw);
-        values.push(TokenValue {
-            range: start..end,
-            raw,
-            decoded,
-        });
-        from = start;
+/// The byte ranges of the credential values in a raw head, wherever a carrier may hold one:
+/// `token` query parameters (name percent-decoded), `access_token` and `sessionid` cookies,
+/// `Authorization: Bearer` values and `bearer.` subprotocol entries.
+fn credential_ranges(head: &[u8]) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut lines = Vec::new();
+    let mut at = 0;
+    while at < head.len() {
+        let end = head[at..].iter().position(|&b| b == b'\n').map_or(head.len(), |p| at + p);
+        let line_end = if end > at && head[end - 1] == b'\r' { end - 1 } else { end };
+        lines.push(at..line_end);
+        at = end + 1;
     }
-    values
+    let mut lines = lines.into_iter().skip_while(|l| l.is_empty());
+    if let Some(request_line) = lines.next() {
+        let line = &head[request_line.clone()];
+        let target_start = line.iter().position(|&b| b == b' ').map_or(line.len(), |p| p + 1);
+        let target_end = line[target_start..]
+            .iter()
+            .position(|&b| b == b' ')
+            .map_or(line.len(), |p| target_start + p);
+        let target = request_line.start + target_start..request_line.start + target_end;
+        if let Some(q) = head[target.clone()].iter().position(|&b| b == b'?') {
+            for pair in split(head, target.start + q + 1..target.end, b'&') {
+                let eq = head[pair.clone()].iter().position(|&b| b == b'=').map_or(pair.end, |p| pair.start + p);
+                let name = String::from_utf8_lossy(&head[pair.start..eq]);
+                if percent_decode(&name).as_deref() == Some("token") && eq < pair.end {
+                    ranges.push(eq + 1..pair.end);
+                }
+            }
+        }
+    }
+    for line in lines {
+        let Some(colon) = head[line.clone()].iter().position(|&b| b == b':') else { continue };
+        let name = String::from_utf8_lossy(&head[line.start..line.start + colon]).to_ascii_lowercase();
+        let value = line.start + colon + 1..line.end;
+        match name.trim() {
+            "cookie" => {
+                for pair in split(head, value, b';') {
+                    let Some(eq) = head[pair.clone()].iter().position(|&b| b == b'=') else { continue };
+                    let name = String::from_utf8_lossy(&head[pair.start..pair.start + eq]);
+                    if ["access_token", "sessionid"].contains(&name.trim_matches([' ', '\t'])) {
+                        ranges.push(pair.start + eq + 1..pair.end);
+                    }
+                }
+            }
+            "authorization" => {
+                let text = String::from_utf8_lossy(&head[value.clone()]).into_owned();
+                let lead = text.len() - text.trim_start_matches([' ', '\t']).len();
+                let rest = &text[lead..];
+                if let Some(space) = rest.find([' ', '\t'])
+                    && rest[..space].eq_ignore_ascii_case("bearer")
+                    && text.len() == value.len()
+                {
+                    ranges.push(value.start + lead + space + 1..value.end);
+                }
+            }
+            "sec-websocket-protocol" => {
+                for entry in split(head, value, b',') {
+                    let bytes = &head[entry.clone()];
+                    let lead = bytes.iter().take_while(|b| b" \t".contains(b)).count();
+                    if bytes[lead..].starts_with(BEARER_PROTOCOL_PREFIX.as_bytes()) {
+                        ranges.push(entry.start + lead + BEARER_PROTOCOL_PREFIX.len()..entry.end);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    ranges
 }
 
-/// The texts of the same gate's answer to `head` with every `token=` value's letters and
+/// `range` of `head` split at `sep`, as ranges.
+fn split(head: &[u8], range: Range<usize>, sep: u8) -> Vec<Range<usize>> {
+    let mut parts = Vec::new();
+    let mut start = range.start;
+    for i in range.clone() {
+        if head[i] == sep {
+            parts.push(start..i);
+            start = i + 1;
+        }
+    }
+    parts.push(start..range.end);
+    parts
+}
+
+/// The texts of the same gate's answer to `head` with every credential value's letters and
 /// digits rotated (hex digits stay hex digits, so percent-encoding stays well formed).
 /// `None`: admitted, or the rotated head did not parse.
-fn rerun_rotated(fx: &Fixture, gate: &Gate<JwtAuthenticator>, head: &[u8], values: &[TokenValue]) -> Option<Vec<String>> {
+fn rerun_rotated(
+    fx: &Fixture,
+    gate: &Gate<JwtAuthenticator>,
+    head: &[u8],
+    credentials: &[Range<usize>],
+) -> Option<Vec<String>> {
     let mut rotated = head.to_vec();
-    for value in values {
-        for b in &mut rotated[value.range.clone()] {
+    for range in credentials {
+        for b in &mut rotated[range.clone()] {
             *b = match *b {
                 b'f' => b'a',
                 b'F' => b'A',
