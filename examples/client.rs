@@ -1,5 +1,6 @@
-//! A client that connects with each way of carrying a token and prints what happens, then
-//! shows a tampered token being refused.
+//! A client that connects with each way of carrying a token and prints what happens, renews
+//! its token in-band (`refresh`) without reconnecting, then shows a tampered token being
+//! refused.
 //!
 //! Run against a dev-mode server (`cargo run --release`), which hands out tokens itself:
 //!     cargo run --example client -- ws://127.0.0.1:8080
@@ -62,6 +63,12 @@ async fn main() -> Result<(), Error> {
         }
     }
 
+    // Renew the credential on an open connection: no reconnect, a new expiry.
+    match refresh_once(&format!("{room}?token={token}"), &token_for("alice", authority).await?).await {
+        Ok(summary) => println!("{:<14} ok       {summary}", "refresh"),
+        Err(e) => println!("{:<14} FAILED   {e}", "refresh"),
+    }
+
     // One changed character in the signature.
     let mut tampered = token.clone().into_bytes();
     let i = tampered.len() - 2;
@@ -119,6 +126,24 @@ async fn chat_once(url: &str, headers: &[(&str, String)], text: &str) -> Result<
         field(&welcome, "username"),
         field(&echo, "message")
     ))
+}
+
+/// Connects, then sends `{"type":"refresh","token":…}` and reads the `refreshed` answer.
+async fn refresh_once(url: &str, fresh: &str) -> Result<String, Error> {
+    let (mut ws, _) = timeout(WAIT, tokio_tungstenite::connect_async(url)).await??;
+    let welcome: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await?)?;
+    let request = serde_json::json!({ "type": "refresh", "token": fresh }).to_string();
+    ws.send(Message::text(request)).await?;
+    let answer = loop {
+        let next: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await?)?;
+        match next["type"].as_str() {
+            Some("refreshed") => break next,
+            Some("error") => return Err(format!("refused: {}", next["error"]).into()),
+            _ => continue, // expiring, join, leave
+        }
+    };
+    ws.close(None).await?;
+    Ok(format!("exp {} -> {}, same connection", welcome["exp"], answer["exp"]))
 }
 
 async fn next_text<S>(ws: &mut S) -> Result<String, Error>

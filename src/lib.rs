@@ -18,12 +18,15 @@
 //! - [`gate`]: **the decision**, from request head to admission, in one ordered function;
 //! - [`messages`] (private), [`room`], [`metrics`]: the JSON frames, rooms and fan-out,
 //!   counters;
+//! - [`revocation`], [`handle`]: ending sessions early, and what an embedder can do to a
+//!   running server;
 //! - `bucket`, `throttle`, `pending`, `identities` (private): rate limits, log throttling,
 //!   the budget of sockets not yet admitted, per-identity limits;
-//! - `connection`, `routes`, `shutdown` (private): one client's loop, the plain-HTTP
-//!   endpoints, stopping;
+//! - `connection`, `routes`, `shutdown`, `admin` (private): one client's loop, the
+//!   plain-HTTP endpoints, stopping, the admin API;
 //! - [`server`]: the accept loop that ties them together;
-//! - [`relay`] (feature `redis`): rooms across nodes and sessions through Redis.
+//! - [`relay`], `control` (feature `redis`): rooms, revocations and notices across nodes, and
+//!   sessions, through Redis.
 //!
 //! Embedding takes a few lines; see [`Server`]. To learn how the handshake is secured, start
 //! at [`gate`].

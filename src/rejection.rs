@@ -3,8 +3,9 @@
 //! (PROTOCOL.md §4).
 //!
 //! The reason text of a rejection goes to the client (response body, `error_description`,
-//! close reason), so every variant carries static text or text the server wrote, never
-//! anything copied from the request.
+//! close reason), so every variant carries static text or text the server wrote, never a
+//! credential. The one request value a text may quote is a refused `Origin`, escaped and cut
+//! to 100 characters: the page that sent it knows it already, and it names the mistake.
 
 use std::borrow::Cow;
 use std::fmt;

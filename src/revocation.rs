@@ -307,10 +307,11 @@ impl Inner {
         if jti.is_some_and(|j| self.jtis.contains_key(j)) {
             return Some(Close::Revoked);
         }
-        // Second granularity: a credential issued in the same second as the revocation
-        // survives it, so a user who logs in again at once is not locked out.
+        // `iat` has a one-second granularity: a credential issued in the same second as the
+        // revocation is revoked too. Missing a token minted just before a logout would be
+        // worse than making a login in that same second retry.
         match self.users.get(user) {
-            Some((revoked_at, _)) if issued_at.is_none_or(|iat| iat < *revoked_at) => Some(Close::Revoked),
+            Some((revoked_at, _)) if issued_at.is_none_or(|iat| iat <= *revoked_at) => Some(Close::Revoked),
             _ => None,
         }
     }

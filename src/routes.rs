@@ -25,7 +25,7 @@ const DEMO_HEADERS: [(&str, &str); 3] = [
     ("X-Content-Type-Options", "nosniff"),
 ];
 
-/// How long a dev token lives.
+/// How long a dev token lives, at most (and by default).
 const DEV_TOKEN_TTL: i64 = 3600;
 
 /// The answer to a request for any path but the chat route. `gauges` are for `/metrics`.
@@ -62,7 +62,8 @@ pub(crate) fn answer(
     }
 }
 
-/// A token for `?sub=NAME`, one hour, any room. Only a client on this machine that addresses
+/// A token for `?sub=NAME`, any room, for `&ttl=SECONDS` (1 to 3600, default 3600: short ones
+/// let the demo show a refresh). Only a client on this machine that addresses
 /// us by a loopback name gets one: checking `Host` too stops DNS rebinding, where a web page
 /// on an attacker's domain that resolves to 127.0.0.1 would otherwise count as "local".
 fn dev_token(head: &RequestHead, peer: SocketAddr, config: &Config) -> Result<Response, Rejection> {
@@ -70,16 +71,26 @@ fn dev_token(head: &RequestHead, peer: SocketAddr, config: &Config) -> Result<Re
     if !peer.ip().is_loopback() || !host_is_loopback {
         return Err(Rejection::Forbidden("dev tokens are for this machine only".into()));
     }
-    let sub = head
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("sub="))
-        .and_then(percent_decode)
-        .unwrap_or_default();
+    let param = |name: &str| {
+        let prefix = format!("{name}=");
+        head.query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(prefix.as_str()).map(str::to_owned))
+    };
+    let sub = param("sub").as_deref().and_then(percent_decode).unwrap_or_default();
     check_subject(&sub).map_err(|e| Rejection::BadRequest(format!("sub: {e}").into()))?;
+    let ttl = match param("ttl") {
+        None => DEV_TOKEN_TTL,
+        Some(ttl) => match ttl.parse::<i64>() {
+            Ok(ttl @ 1..=DEV_TOKEN_TTL) => ttl,
+            _ => return Err(Rejection::BadRequest("ttl must be 1 to 3600 seconds".into())),
+        },
+    };
     let key = config.keys.first().ok_or(Rejection::NotFound)?;
-    let token = key.sign(&Claims::new(sub, unix_now() + DEV_TOKEN_TTL));
+    let mut claims = Claims::new(sub, unix_now() + ttl);
+    claims.iat = Some(unix_now());
+    let token = key.sign(&claims);
     Ok(Response::ok("text/plain; charset=utf-8", token))
 }
 

@@ -465,6 +465,8 @@ async fn the_client_example_works_against_a_live_server() {
             "{line}"
         );
     }
+    let refresh = stdout.lines().find(|l| l.starts_with("refresh")).unwrap();
+    assert!(refresh.contains(" ok ") && refresh.contains("same connection"), "{refresh}");
     // Dev mode answers auth failures with close codes.
     let tampered = stdout.lines().find(|l| l.starts_with("tampered")).unwrap();
     assert!(tampered.contains("refused") && tampered.contains("4401"), "{tampered}");

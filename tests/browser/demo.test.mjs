@@ -17,10 +17,10 @@ let base; // http://127.0.0.1:PORT
 let browser;
 
 /** Starts wsgate in dev mode on a free port and reads the address from its banner. */
-async function startWsgate() {
-  const env = { ...process.env };
+async function startWsgate(args = [], extraEnv = {}) {
+  const env = { ...process.env, ...extraEnv };
   delete env.WSGATE_SECRET; // no secret: dev mode
-  const child = spawn(BIN, ["serve", "--addr", "127.0.0.1:0"], { env, stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(BIN, ["serve", "--addr", "127.0.0.1:0", ...args], { env, stdio: ["ignore", "pipe", "inherit"] });
   let output = "";
   const address = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("wsgate did not start: " + output)), WAIT);
@@ -55,11 +55,11 @@ after(async () => {
 });
 
 /** A fresh page (own cookie jar) on the demo, as `username` in `room`. */
-async function openDemo(username, room) {
+async function openDemo(username, room, url = base + "/") {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
-  await page.goto(base + "/");
+  await page.goto(url);
   await page.fill("#username", username);
   await page.fill("#room", room);
   return page;
@@ -143,6 +143,52 @@ test("connecting with no token says why, with 4401", { timeout: 30_000 }, async 
   assert.equal(await page.getAttribute("#status", "data-code"), "4401");
   assert.match(status, /empty credential/);
   await page.context().close();
+});
+
+test("the refresh switch keeps a connection open past its first token's exp", { timeout: 40_000 }, async () => {
+  // No leeway and a 2 s refresh window; the page asks for 4 s tokens.
+  const { child, address } = await startWsgate(["--leeway", "0", "--refresh-window", "2s"]);
+  try {
+    const page = await openDemo("rita", "refresh", `http://${address}/?ttl=4`);
+    await connect(page, "subprotocol");
+    await waitForStatus(page, "ok");
+    const claims = await page.textContent("#claims");
+    assert.match(claims, /"sub": "rita"/);
+    assert.match(claims, /"alg": "HS256"/);
+    // Two refreshes: well past the first token's exp (4 s).
+    await page.waitForFunction(() => [...document.querySelectorAll("#log li")].filter((li) => li.textContent.startsWith("Token refreshed")).length >= 2, null, { timeout: 20_000 });
+    assert.match(await page.textContent("#expiry"), /Token expires in \d+ s/);
+    await say(page, "still here");
+    await page.waitForSelector('#log li:has-text("rita: still here")');
+    assert.equal(await page.getAttribute("#status", "class"), "ok");
+    await page.context().close();
+  } finally {
+    child.kill("SIGTERM");
+  }
+});
+
+test("a revoke from the admin API closes the page's socket with 4401 and says why", { timeout: 30_000 }, async () => {
+  const adminKey = "browser-test-admin-key-0123456789abcdef";
+  const adminPort = 19000 + Math.floor(Math.random() * 900);
+  const { child, address } = await startWsgate(["--admin-addr", `127.0.0.1:${adminPort}`], { WSGATE_ADMIN_KEY: adminKey });
+  try {
+    const page = await openDemo("victor", "lobby", `http://${address}/`);
+    await connect(page, "query");
+    await waitForStatus(page, "ok");
+    const response = await fetch(`http://127.0.0.1:${adminPort}/admin/revoke`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${adminKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ user: "victor" }),
+    });
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json(), { closed: 1 });
+    const status = await waitForStatus(page, "bad");
+    assert.equal(await page.getAttribute("#status", "data-code"), "4401");
+    assert.match(status, /revoked/);
+    await page.context().close();
+  } finally {
+    child.kill("SIGTERM");
+  }
 });
 
 test("a page from another origin cannot use the cookie", { timeout: 30_000 }, async () => {
