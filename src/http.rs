@@ -154,8 +154,8 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, response
     }
 }
 
-/// Half-closes, then reads (and discards) what the client still sends, for at most
-/// [`LINGER`] and [`LINGER_BYTES`], so our response is not destroyed by a reset.
+/// Half-closes, then reads (and discards) what the client still sends, for at most a second
+/// and 64 KiB, so our response is not destroyed by a reset.
 pub async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 512];

@@ -16,7 +16,7 @@
 //! - [`handshake`]: upgrade checks, the `101`, tungstenite settings;
 //! - [`config`]: every setting, with defaults;
 //! - [`gate`]: **the decision**, from request head to admission, in one ordered function;
-//! - [`messages`] (private), [`room`], [`metrics`]: the JSON frames, rooms and fan-out,
+//! - `messages` (private), [`room`], [`metrics`]: the JSON frames, rooms and fan-out,
 //!   counters;
 //! - [`revocation`], [`handle`]: ending sessions early, and what an embedder can do to a
 //!   running server;
@@ -25,7 +25,7 @@
 //! - `connection`, `routes`, `shutdown`, `admin` (private): one client's loop, the
 //!   plain-HTTP endpoints, stopping, the admin API;
 //! - [`server`]: the accept loop that ties them together;
-//! - [`relay`], `control` (feature `redis`): rooms, revocations and notices across nodes, and
+//! - `relay`, `control` (feature `redis`): rooms, revocations and notices across nodes, and
 //!   sessions, through Redis.
 //!
 //! Embedding takes a few lines; see [`Server`]. To learn how the handshake is secured, start
