@@ -34,12 +34,18 @@ pub struct Handle {
     pub(crate) rooms: Rooms,
     pub(crate) stop: Arc<Notify>,
     /// With `--redis`: the way to the other nodes.
-    #[cfg(feature = "redis")]
-    pub(crate) relay: Option<Arc<crate::relay::Relay>>,
-    #[cfg(not(feature = "redis"))]
-    #[allow(dead_code)]
-    pub(crate) relay: (),
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) relay: Relay,
 }
+
+/// The link to other nodes through Redis, when configured.
+#[cfg(feature = "redis")]
+pub(crate) type Relay = Option<Arc<crate::relay::Relay>>;
+
+/// Without the `redis` feature there are no other nodes.
+#[cfg(not(feature = "redis"))]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Relay;
 
 impl Handle {
     /// Revokes as `revoke` says; returns how many connections on this node it closed. With

@@ -22,10 +22,10 @@
 //!   running server;
 //! - `bucket`, `throttle`, `pending`, `identities` (private): rate limits, log throttling,
 //!   the budget of sockets not yet admitted, per-identity limits;
-//! - `connection`, `routes`, `shutdown`, `admin` (private): one client's loop, the
-//!   plain-HTTP endpoints, stopping, the admin API;
+//! - `connection`, `routes`, `shutdown`, `admin`, `socket` (private): one client's loop,
+//!   the plain-HTTP endpoints, stopping, the admin API, one accepted socket's life;
 //! - [`server`]: the accept loop that ties them together;
-//! - `relay`, `control` (feature `redis`): rooms, revocations and notices across nodes, and
+//! - `relay`, `control`, `redis_sessions` (feature `redis`): rooms, revocations and notices across nodes, and
 //!   sessions, through Redis.
 //!
 //! Embedding takes a few lines; see [`Server`]. To learn how the handshake is secured, start
@@ -53,6 +53,8 @@ mod messages;
 pub mod metrics;
 pub mod origin;
 mod pending;
+#[cfg(feature = "redis")]
+mod redis_sessions;
 pub mod rejection;
 #[cfg(feature = "redis")]
 pub mod relay;
@@ -61,6 +63,7 @@ pub mod room;
 mod routes;
 pub mod server;
 mod shutdown;
+mod socket;
 mod throttle;
 
 pub use config::{Config, RejectMode};

@@ -11,9 +11,9 @@
 //!
 //! The `shutdown` module announces shutdown and tells when every task has finished.
 //!
-//! Each accepted socket gets a task running `Socket::serve`: read the head (bounded in size
-//! and time), answer the plain-HTTP routes, ask the [`Gate`], then either refuse or upgrade
-//! and hand over to the connection loop.
+//! Each accepted socket gets a task running `Socket::serve` (`socket.rs`): read the head
+//! (bounded in size and time), answer the plain-HTTP routes, ask the [`Gate`], then either
+//! refuse or upgrade and hand over to the connection loop.
 //!
 //! ```no_run
 //! use wsgate::{Config, Server};
@@ -36,29 +36,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::admin;
 use crate::auth::{Authenticator, JwtAuthenticator};
 use crate::close::Close;
-use crate::config::{Config, ConfigError, RejectMode};
-use crate::connection::{self, Connection};
-use crate::credentials::Carrier;
-use crate::gate::{CHAT_PATH, Gate};
+use crate::config::{Config, ConfigError};
+use crate::gate::Gate;
 use crate::handle::Handle;
-use crate::handshake::Upgrade;
-use crate::head::RequestHead;
-use crate::http::{self, ReadError, Request, Response, Unread};
-use crate::identities::{Identities, Seat};
+use crate::handle::Relay;
+use crate::http::Response;
+use crate::identities::Identities;
 use crate::jwt::Verifier;
-use crate::metrics::{Gauges, Metrics};
-use crate::pending::{Pending, Slot};
-use crate::rejection::{Reason, Rejection};
+use crate::metrics::Metrics;
+use crate::pending::Pending;
+use crate::rejection::Rejection;
 use crate::revocation::Revocations;
 use crate::room::Rooms;
 use crate::shutdown::{Coordinator, Running, Shutdown};
+use crate::socket::{LOG_LINES_PER_SECOND, Shared, Socket, log_refusal};
 use crate::throttle::Throttle;
 
 /// How long shutdown waits for connections to close before giving up on them (PROTOCOL.md
@@ -68,31 +66,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// How long the accept loop pauses after a failed accept. Usually the process is out of file
 /// descriptors; the connection stays in the kernel's backlog, so retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// Log lines per second for each kind of refusal, and for failed accepts.
-const LOG_LINES_PER_SECOND: u32 = 5;
-
-/// What every socket's task shares: one handle, no globals.
-struct Shared<A> {
-    config: Config,
-    gate: Gate<A>,
-    rooms: Rooms,
-    metrics: Arc<Metrics>,
-    /// Upgraded connections; a socket without a permit may still get `/healthz`.
-    connections: Arc<Semaphore>,
-    /// Sockets not yet admitted.
-    pending: Pending,
-    /// Open connections and connect rate per identity.
-    identities: Identities,
-    /// One throttle per refusal reason, indexed by [`Reason`].
-    refusal_log: [Throttle; Reason::ALL.len()],
-    accept_log: Throttle,
-    advice_log: Throttle,
-    /// Set by [`Handle::shutdown`].
-    stop: Arc<Notify>,
-    /// Revocations and notices for the other nodes.
-    relay: Relay,
-}
 
 /// The server could not start.
 #[derive(Debug)]
@@ -320,12 +293,6 @@ async fn sweep_sessions<A: Authenticator>(shared: Arc<Shared<A>>, mut shutdown: 
     }
 }
 
-/// The link to other nodes through Redis, when configured.
-#[cfg(feature = "redis")]
-type Relay = Option<Arc<crate::relay::Relay>>;
-#[cfg(not(feature = "redis"))]
-type Relay = ();
-
 /// The room registry, joined to the other nodes through Redis when configured.
 fn rooms(config: &Config, metrics: &Arc<Metrics>, revocations: &Revocations) -> Result<(Rooms, Relay), ConfigError> {
     #[cfg(feature = "redis")]
@@ -337,180 +304,9 @@ fn rooms(config: &Config, metrics: &Arc<Metrics>, revocations: &Revocations) -> 
         return Ok((rooms, Some(relay)));
     }
     let _ = (metrics, revocations);
-    Ok((Rooms::new(config.room_settings()), Relay::default()))
-}
-
-/// One accepted socket, from the first byte to the last.
-struct Socket<A> {
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared<A>>,
-    /// Its place in the pending budget, given up once upgraded.
-    slot: Slot,
-    shutdown: Shutdown,
-    /// Dropped when the task ends; see the `shutdown` module.
-    _running: Running,
-}
-
-impl<A: Authenticator> Socket<A> {
-    async fn serve(mut self) {
-        let _ = self.stream.set_nodelay(true);
-        let shared = self.shared.clone();
-        let config = &shared.config;
-        // One deadline for the head and the decision: a slow client and a slow authenticator
-        // hold a pending place for the same bounded time.
-        let deadline = Instant::now() + config.handshake_timeout;
-        let read = tokio::select! {
-            read = timeout_at(deadline, http::read_request(&mut self.stream)) => read,
-            _ = &mut self.slot.evicted => return debug!(peer = %self.peer, "evicted by a newer socket"),
-            _ = self.shutdown.wait() => return,
-        };
-        if !self.slot.head_read() {
-            return; // evicted just as the head arrived
-        }
-        let request = match read {
-            Ok(Ok(request)) => request,
-            Ok(Err(ReadError::Head(e))) => return self.refuse(None, Rejection::from(e), Unread::Maybe).await,
-            Ok(Err(ReadError::Gone)) => return,
-            Err(_) => return debug!(peer = %self.peer, "handshake timeout, dropped"),
-        };
-        if !request.head.path().starts_with(CHAT_PATH) {
-            let gauges = Gauges {
-                rooms_active: shared.rooms.active(),
-                pending_sockets: shared.pending.len(),
-                queued_bytes: shared.rooms.queued_bytes(),
-                revocations: shared.gate.revocations().len(),
-            };
-            let answer = crate::routes::answer(&request.head, self.peer, config, &shared.metrics, &gauges);
-            return match answer {
-                Ok(response) => http::respond(&mut self.stream, &response, request.unread()).await,
-                Err(rejection) => self.refuse(Some(&request.head), rejection, request.unread()).await,
-            };
-        }
-        let admitted = match timeout_at(deadline, shared.gate.admit(&request.head)).await {
-            Ok(admitted) => admitted,
-            Err(_) => Err(Rejection::Unavailable("authentication took too long".into())),
-        };
-        // Then the budgets that need to know who it is, or that only upgrades use: the
-        // identity's seat, then a connection slot (health checks and scrapes never need one).
-        let admitted = admitted.and_then(|admission| {
-            let seat = shared.identities.enter(&admission.identity.username)?;
-            let permit = shared
-                .connections
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| Rejection::Overloaded)?;
-            Ok((admission, seat, permit))
-        });
-        match admitted {
-            Ok((admission, seat, permit)) => self.upgrade(request, admission, (seat, permit)).await,
-            Err(rejection) if config.reject_with == RejectMode::Close && rejection.close_code().is_some() => {
-                self.upgrade_and_close(request, rejection).await
-            }
-            Err(rejection) => {
-                let unread = request.unread();
-                self.refuse(Some(&request.head), rejection, unread).await
-            }
-        }
-    }
-
-    /// Upgrades and runs the chat connection; `places` hold its identity seat and connection
-    /// slot until the end.
-    async fn upgrade(self, request: Request, admission: crate::gate::Admission, places: (Seat, OwnedSemaphorePermit)) {
-        let Socket {
-            stream,
-            peer,
-            shared,
-            slot,
-            shutdown,
-            _running,
-        } = self;
-        let Request { head, leftover } = request;
-        let config = &shared.config;
-        let Ok(ws) = admission
-            .upgrade
-            .accept(stream, leftover, config.max_message_size)
-            .await
-        else {
-            return;
-        };
-        // Admitted: from here the connection budgets hold it, not the pending one.
-        drop(slot);
-        shared.metrics.accepted();
-        let room = &admission.room;
-        let user = &admission.identity.username;
-        info!(%peer, room, ?user, carrier = %admission.carrier, "handshake accepted");
-        // The client sent its token as a subprotocol but offered nothing we can echo: a
-        // browser fails such a connection on its side, so say why here.
-        if admission.carrier == Carrier::Subprotocol && admission.upgrade.protocol().is_none() {
-            shared.metrics.without_protocol();
-            if let Some(suppressed) = shared.advice_log.allow() {
-                warn!(
-                    %peer,
-                    suppressed,
-                    "client offered only a bearer. subprotocol, so none is echoed and browsers fail the connection; browsers need [\"chat\", \"bearer.<jwt>\"]"
-                );
-            }
-        }
-        drop(head);
-
-        let mut ws = ws;
-        let revocations = shared.gate.revocations();
-        let (registration, revoked) = match revocations.register(&admission.identity, admission.session.as_deref()) {
-            Ok(registered) => registered,
-            Err(close) => return connection::close_with(&mut ws, close.frame()).await,
-        };
-        let _open = shared.metrics.connection_opened();
-        let connection = Connection {
-            ws,
-            membership: shared.rooms.join(room, user),
-            identity: admission.identity,
-            config,
-            metrics: &shared.metrics,
-            authenticator: shared.gate.authenticator(),
-            registration,
-            revoked,
-        };
-        connection.run(shutdown).await;
-        debug!(%peer, "connection closed");
-        drop(places);
-    }
-
-    /// `reject-with = close`: upgrade, then close at once with the rejection's close code, so a
-    /// browser script can read why.
-    async fn upgrade_and_close(self, request: Request, rejection: Rejection) {
-        let shared = &self.shared;
-        let what = "handshake rejected (closing after upgrade)";
-        log_refusal(shared, self.peer, Some(&request.head), &rejection, what);
-        shared.metrics.rejected(&rejection);
-        let code = rejection
-            .close_code()
-            .expect("close mode is only chosen for a rejection with a close code");
-        // The gate checked the upgrade headers before it could refuse with a close code.
-        let Ok(upgrade) = Upgrade::check(&request.head, &shared.config.protocols) else {
-            return;
-        };
-        let max_message_size = shared.config.max_message_size;
-        if let Ok(mut ws) = upgrade.accept(self.stream, request.leftover, max_message_size).await {
-            connection::close_with(&mut ws, crate::close::frame(code, rejection.to_string())).await;
-        }
-    }
-
-    /// Answers with plain HTTP and closes.
-    async fn refuse(mut self, head: Option<&RequestHead>, rejection: Rejection, unread: Unread) {
-        log_refusal(&self.shared, self.peer, head, &rejection, "handshake rejected");
-        self.shared.metrics.rejected(&rejection);
-        http::respond(&mut self.stream, &Response::rejection(&rejection), unread).await;
-    }
-}
-
-/// A log line for a refusal, at most a few per second per reason. The path is logged quoted
-/// and escaped (`?`) and cut short, never the query string (it may hold a token).
-fn log_refusal<A>(shared: &Shared<A>, peer: SocketAddr, head: Option<&RequestHead>, rejection: &Rejection, what: &str) {
-    let Some(suppressed) = shared.refusal_log[rejection.label() as usize].allow() else {
-        return;
-    };
-    let path: String = head.map(|h| h.path().chars().take(64).collect()).unwrap_or_default();
-    let status = rejection.status().as_u16();
-    info!(%peer, ?path, status, reason = %rejection, suppressed, "{what}");
+    #[cfg(feature = "redis")]
+    let relay = None;
+    #[cfg(not(feature = "redis"))]
+    let relay = Relay;
+    Ok((Rooms::new(config.room_settings()), relay))
 }

@@ -1,0 +1,237 @@
+//! One accepted socket, from its first byte to its last: read the head (bounded in size and
+//! time, and evictable while it waits), answer the plain-HTTP routes, ask the gate, take the
+//! budgets that need to know who it is, then refuse or upgrade and run the connection.
+//!
+//! The server's accept loop (`server.rs`) makes one [`Socket`] per accepted connection and
+//! spawns [`Socket::serve`]; everything the sockets share is in [`Shared`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, timeout_at};
+use tracing::{debug, info, warn};
+
+use crate::auth::Authenticator;
+use crate::config::{Config, RejectMode};
+use crate::connection::{self, Connection};
+use crate::credentials::Carrier;
+use crate::gate::{Admission, CHAT_PATH, Gate};
+use crate::handle::Relay;
+use crate::handshake::Upgrade;
+use crate::head::RequestHead;
+use crate::http::{self, ReadError, Request, Response, Unread};
+use crate::identities::{Identities, Seat};
+use crate::metrics::{Gauges, Metrics};
+use crate::pending::{Pending, Slot};
+use crate::rejection::{Reason, Rejection};
+use crate::room::Rooms;
+use crate::shutdown::{Running, Shutdown};
+use crate::throttle::Throttle;
+
+/// Log lines per second for each kind of refusal, and for failed accepts.
+pub(crate) const LOG_LINES_PER_SECOND: u32 = 5;
+
+/// What every socket's task shares: one handle, no globals.
+pub(crate) struct Shared<A> {
+    pub(crate) config: Config,
+    pub(crate) gate: Gate<A>,
+    pub(crate) rooms: Rooms,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Upgraded connections; a socket without a permit may still get `/healthz`.
+    pub(crate) connections: Arc<Semaphore>,
+    /// Sockets not yet admitted.
+    pub(crate) pending: Pending,
+    /// Open connections and connect rate per identity.
+    pub(crate) identities: Identities,
+    /// One throttle per refusal reason, indexed by [`Reason`].
+    pub(crate) refusal_log: [Throttle; Reason::ALL.len()],
+    pub(crate) accept_log: Throttle,
+    pub(crate) advice_log: Throttle,
+    /// Set by [`Handle::shutdown`].
+    pub(crate) stop: Arc<Notify>,
+    /// Revocations and notices for the other nodes.
+    pub(crate) relay: Relay,
+}
+
+/// One accepted socket, from the first byte to the last.
+pub(crate) struct Socket<A> {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) shared: Arc<Shared<A>>,
+    /// Its place in the pending budget, given up once upgraded.
+    pub(crate) slot: Slot,
+    pub(crate) shutdown: Shutdown,
+    /// Dropped when the task ends; see the `shutdown` module.
+    pub(crate) _running: Running,
+}
+
+impl<A: Authenticator> Socket<A> {
+    pub(crate) async fn serve(mut self) {
+        let _ = self.stream.set_nodelay(true);
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        // One deadline for the head and the decision: a slow client and a slow authenticator
+        // hold a pending place for the same bounded time.
+        let deadline = Instant::now() + config.handshake_timeout;
+        let read = tokio::select! {
+            read = timeout_at(deadline, http::read_request(&mut self.stream)) => read,
+            _ = &mut self.slot.evicted => return debug!(peer = %self.peer, "evicted by a newer socket"),
+            _ = self.shutdown.wait() => return,
+        };
+        if !self.slot.head_read() {
+            return; // evicted just as the head arrived
+        }
+        let request = match read {
+            Ok(Ok(request)) => request,
+            Ok(Err(ReadError::Head(e))) => return self.refuse(None, Rejection::from(e), Unread::Maybe).await,
+            Ok(Err(ReadError::Gone)) => return,
+            Err(_) => return debug!(peer = %self.peer, "handshake timeout, dropped"),
+        };
+        if !request.head.path().starts_with(CHAT_PATH) {
+            let gauges = Gauges {
+                rooms_active: shared.rooms.active(),
+                pending_sockets: shared.pending.len(),
+                queued_bytes: shared.rooms.queued_bytes(),
+                revocations: shared.gate.revocations().len(),
+            };
+            let answer = crate::routes::answer(&request.head, self.peer, config, &shared.metrics, &gauges);
+            return match answer {
+                Ok(response) => http::respond(&mut self.stream, &response, request.unread()).await,
+                Err(rejection) => self.refuse(Some(&request.head), rejection, request.unread()).await,
+            };
+        }
+        let admitted = match timeout_at(deadline, shared.gate.admit(&request.head)).await {
+            Ok(admitted) => admitted,
+            Err(_) => Err(Rejection::Unavailable("authentication took too long".into())),
+        };
+        // Then the budgets that need to know who it is, or that only upgrades use: the
+        // identity's seat, then a connection slot (health checks and scrapes never need one).
+        let admitted = admitted.and_then(|admission| {
+            let seat = shared.identities.enter(&admission.identity.username)?;
+            let permit = shared
+                .connections
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Rejection::Overloaded)?;
+            Ok((admission, seat, permit))
+        });
+        match admitted {
+            Ok((admission, seat, permit)) => self.upgrade(request, admission, (seat, permit)).await,
+            Err(rejection) if config.reject_with == RejectMode::Close && rejection.close_code().is_some() => {
+                self.upgrade_and_close(request, rejection).await
+            }
+            Err(rejection) => {
+                let unread = request.unread();
+                self.refuse(Some(&request.head), rejection, unread).await
+            }
+        }
+    }
+
+    /// Upgrades and runs the chat connection; `places` hold its identity seat and connection
+    /// slot until the end.
+    async fn upgrade(self, request: Request, admission: Admission, places: (Seat, OwnedSemaphorePermit)) {
+        let Socket {
+            stream,
+            peer,
+            shared,
+            slot,
+            shutdown,
+            _running,
+        } = self;
+        let Request { head, leftover } = request;
+        let config = &shared.config;
+        let Ok(ws) = admission
+            .upgrade
+            .accept(stream, leftover, config.max_message_size)
+            .await
+        else {
+            return;
+        };
+        // Admitted: from here the connection budgets hold it, not the pending one.
+        drop(slot);
+        shared.metrics.accepted();
+        let room = &admission.room;
+        let user = &admission.identity.username;
+        info!(%peer, room, ?user, carrier = %admission.carrier, "handshake accepted");
+        // The client sent its token as a subprotocol but offered nothing we can echo: a
+        // browser fails such a connection on its side, so say why here.
+        if admission.carrier == Carrier::Subprotocol && admission.upgrade.protocol().is_none() {
+            shared.metrics.without_protocol();
+            if let Some(suppressed) = shared.advice_log.allow() {
+                warn!(
+                    %peer,
+                    suppressed,
+                    "client offered only a bearer. subprotocol, so none is echoed and browsers fail the connection; browsers need [\"chat\", \"bearer.<jwt>\"]"
+                );
+            }
+        }
+        drop(head);
+
+        let mut ws = ws;
+        let revocations = shared.gate.revocations();
+        let (registration, revoked) = match revocations.register(&admission.identity, admission.session.as_deref()) {
+            Ok(registered) => registered,
+            Err(close) => return connection::close_with(&mut ws, close.frame()).await,
+        };
+        let _open = shared.metrics.connection_opened();
+        let connection = Connection {
+            ws,
+            membership: shared.rooms.join(room, user),
+            identity: admission.identity,
+            config,
+            metrics: &shared.metrics,
+            authenticator: shared.gate.authenticator(),
+            registration,
+            revoked,
+        };
+        connection.run(shutdown).await;
+        debug!(%peer, "connection closed");
+        drop(places);
+    }
+
+    /// `reject-with = close`: upgrade, then close at once with the rejection's close code, so a
+    /// browser script can read why.
+    async fn upgrade_and_close(self, request: Request, rejection: Rejection) {
+        let shared = &self.shared;
+        let what = "handshake rejected (closing after upgrade)";
+        log_refusal(shared, self.peer, Some(&request.head), &rejection, what);
+        shared.metrics.rejected(&rejection);
+        let code = rejection
+            .close_code()
+            .expect("close mode is only chosen for a rejection with a close code");
+        // The gate checked the upgrade headers before it could refuse with a close code.
+        let Ok(upgrade) = Upgrade::check(&request.head, &shared.config.protocols) else {
+            return;
+        };
+        let max_message_size = shared.config.max_message_size;
+        if let Ok(mut ws) = upgrade.accept(self.stream, request.leftover, max_message_size).await {
+            connection::close_with(&mut ws, crate::close::frame(code, rejection.to_string())).await;
+        }
+    }
+
+    /// Answers with plain HTTP and closes.
+    async fn refuse(mut self, head: Option<&RequestHead>, rejection: Rejection, unread: Unread) {
+        log_refusal(&self.shared, self.peer, head, &rejection, "handshake rejected");
+        self.shared.metrics.rejected(&rejection);
+        http::respond(&mut self.stream, &Response::rejection(&rejection), unread).await;
+    }
+}
+
+/// A log line for a refusal, at most a few per second per reason. The path is logged quoted
+/// and escaped (`?`) and cut short, never the query string (it may hold a token).
+pub(crate) fn log_refusal<A>(
+    shared: &Shared<A>,
+    peer: SocketAddr,
+    head: Option<&RequestHead>,
+    rejection: &Rejection,
+    what: &str,
+) {
+    let Some(suppressed) = shared.refusal_log[rejection.label() as usize].allow() else {
+        return;
+    };
+    let path: String = head.map(|h| h.path().chars().take(64).collect()).unwrap_or_default();
+    let status = rejection.status().as_u16();
+    info!(%peer, ?path, status, reason = %rejection, suppressed, "{what}");
+}
