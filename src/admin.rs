@@ -3,19 +3,19 @@
 //!
 //! A thin layer over [`Handle`]: each request is one head and one small JSON body, read under
 //! the same limits as the public port (8 KiB head, the handshake timeout) plus a 64 KiB body
-//! cap, answered, and closed. At most [`MAX_ADMIN_SOCKETS`] sockets are served at once.
+//! cap, answered, and closed. At most [`MAX_ADMIN_SOCKETS`] sockets are held at once, in a
+//! pending budget of their own: as on the public port, a new socket evicts the oldest one
+//! still sending its request, so idle sockets cannot keep the key holder out.
 //!
 //! The key is compared in constant time: both sides are hashed with SHA-256 and the digests
 //! compared byte by byte without an early exit, so neither the key's bytes nor its length
 //! leak through timing.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tracing::{info, warn};
@@ -24,6 +24,7 @@ use crate::config::AdminKey;
 use crate::handle::Handle;
 use crate::head::RequestHead;
 use crate::http::{self, Response, Unread};
+use crate::pending::{Pending, Slot};
 use crate::revocation::{Revoke, json_error};
 use crate::room;
 use crate::shutdown::{Running, Shutdown};
@@ -43,7 +44,7 @@ pub(crate) async fn serve(
     mut shutdown: Shutdown,
     _running: Running,
 ) {
-    let sockets = Arc::new(Semaphore::new(MAX_ADMIN_SOCKETS));
+    let sockets = Pending::new(MAX_ADMIN_SOCKETS);
     info!(addr = ?listener.local_addr().ok(), "admin API listening");
     loop {
         let (stream, peer) = tokio::select! {
@@ -57,14 +58,11 @@ pub(crate) async fn serve(
             },
             _ = shutdown.wait() => return,
         };
-        let Ok(permit) = sockets.clone().try_acquire_owned() else {
-            continue; // dropped: closes the socket
+        let Some(slot) = sockets.enter() else {
+            continue; // every place is answering: dropped, which closes the socket
         };
         let (key, handle) = (key.clone(), handle.clone());
-        tokio::spawn(async move {
-            answer(stream, peer, &key, &handle, limits).await;
-            drop(permit);
-        });
+        tokio::spawn(answer(stream, peer, key, handle, limits, slot));
     }
 }
 
@@ -75,19 +73,40 @@ pub(crate) struct Limits {
     pub max_message_size: usize,
 }
 
-async fn answer(mut stream: TcpStream, peer: SocketAddr, key: &AdminKey, handle: &Handle, limits: Limits) {
+async fn answer(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    key: AdminKey,
+    handle: Handle,
+    limits: Limits,
+    mut slot: Slot,
+) {
     let deadline = Instant::now() + limits.handshake_timeout;
-    let Ok(Ok(request)) = timeout_at(deadline, http::read_request(&mut stream)).await else {
-        return;
+    // The head and the body are read while a newer socket may still evict this one.
+    let read = async {
+        let request = timeout_at(deadline, http::read_request(&mut stream)).await.ok()?.ok()?;
+        let body = read_body(&mut stream, &request.head, request.leftover.clone(), deadline).await;
+        Some((request, body))
     };
-    let body = read_body(&mut stream, &request.head, request.leftover, deadline).await;
+    let read = tokio::select! {
+        read = read => read,
+        _ = &mut slot.evicted => None,
+    };
+    let Some((request, body)) = read else { return };
+    if !slot.head_read() {
+        return;
+    }
     let response = match body {
-        Ok(body) => decide(&request.head, body.as_deref(), key, handle, limits),
+        Ok(body) => decide(&request.head, body.as_deref(), &key, &handle, limits),
         Err(status_and_why) => Err(status_and_why),
     };
     let response = response.unwrap_or_else(|(status, why)| plain(status, why));
     info!(%peer, path = ?request.head.path(), status = response.status.as_u16(), "admin request");
-    http::respond(&mut stream, &response, Unread::Maybe).await;
+    slot.linger();
+    tokio::select! {
+        _ = http::respond(&mut stream, &response, Unread::Maybe) => {}
+        _ = &mut slot.evicted => {}
+    }
 }
 
 type Refusal = (StatusCode, String);
@@ -101,11 +120,18 @@ async fn read_body(
 ) -> Result<Option<Vec<u8>>, Refusal> {
     use tokio::io::AsyncReadExt;
     let bad = |why: &str| (StatusCode::BAD_REQUEST, why.to_owned());
+    // RFC 9112 §6.1: Transfer-Encoding with Content-Length is an error; chunked bodies are not
+    // needed for a few hundred bytes of JSON, so any Transfer-Encoding is refused.
+    if head.header("transfer-encoding").is_some() {
+        return Err(bad("Transfer-Encoding is not accepted: send one Content-Length"));
+    }
     let mut lengths = head.headers("content-length");
-    let length = match (lengths.next(), lengths.next()) {
-        (None, _) if head.header("transfer-encoding").is_none() => return Ok(None),
-        (Some(length), None) => length.trim().parse::<usize>().map_err(|_| bad("bad Content-Length"))?,
-        _ => return Err(bad("one Content-Length is required (no chunked bodies)")),
+    let length = match (lengths.next().map(str::trim), lengths.next()) {
+        (None, _) => return Ok(None),
+        (Some(length), None) if !length.is_empty() && length.bytes().all(|b| b.is_ascii_digit()) => {
+            length.parse::<usize>().map_err(|_| bad("Content-Length too large"))?
+        }
+        _ => return Err(bad("one Content-Length of digits is required")),
     };
     if length > MAX_BODY {
         return Err(bad("body too large: at most 65536 bytes"));

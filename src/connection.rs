@@ -247,10 +247,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
         if !fresh.may_join(self.membership.room()) {
             return Refreshed::RoomWithdrawn;
         }
-        self.registration.refreshed(&fresh);
         let Some(exp) = fresh.expires_at else {
             return Refreshed::Refused("the token has no exp".to_owned());
         };
+        // Only an accepted refresh moves the connection's revocation entry to the new token.
+        self.registration.refreshed(&fresh);
         self.identity = fresh;
         Refreshed::Until(exp)
     }

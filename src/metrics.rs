@@ -18,7 +18,7 @@ pub struct Gauges {
     pub rooms_active: usize,
     /// Sockets not yet admitted.
     pub pending_sockets: usize,
-    /// Bytes queued in rooms for members.
+    /// Bytes held in the rooms' rings.
     pub queued_bytes: usize,
     /// Entries in the revocation list.
     pub revocations: usize,
@@ -210,7 +210,7 @@ impl Metrics {
             &mut out,
             "wsgate_queued_bytes",
             "gauge",
-            "Bytes of messages rooms hold for members that have not read them yet.",
+            "Bytes of messages held in the rooms' rings (the last messages, kept for members that fall behind).",
         );
         let _ = writeln!(out, "wsgate_queued_bytes {}", gauges.queued_bytes);
         describe(

@@ -9,9 +9,11 @@
 //! ones. A flood of silent sockets therefore cannot keep an honest client out, and the
 //! descriptors held stay within the budget.
 //!
-//! A socket whose head has arrived is being decided (authenticated) or answered; it is no
-//! longer evictable, but it still counts, and that phase is bounded by the handshake timeout.
-//! When the whole budget is in that phase, a new socket is answered `503` at once.
+//! A socket whose head has arrived is being decided (authenticated); it is not evictable, but
+//! it still counts, and that phase is bounded by the handshake timeout. A refused socket that
+//! only lingers so its answer is not lost to a reset is evictable again, and first of all:
+//! a flood of complete but refused requests must not hold the places either. When the whole
+//! budget is being decided, a new socket is answered `503` at once.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +33,8 @@ enum Phase {
     Reading(u64),
     /// Head read: counted in `Inner::deciding`.
     Deciding,
+    /// Answered, draining before the close, under this id in `Inner::lingering`.
+    Lingering(u64),
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +45,8 @@ struct Inner {
     reading: BTreeMap<u64, oneshot::Sender<()>>,
     /// Sockets whose head has arrived and that have not finished yet.
     deciding: usize,
+    /// Refused sockets lingering before their close, oldest first: evicted before readers.
+    lingering: BTreeMap<u64, oneshot::Sender<()>>,
 }
 
 /// A socket's place in the budget; dropping it frees the place.
@@ -65,8 +71,11 @@ impl Pending {
     /// `None` when every place is held by a socket past its head.
     pub fn enter(&self) -> Option<Slot> {
         let mut inner = self.lock();
-        if inner.reading.len() + inner.deciding >= self.max {
-            let (_, evict) = inner.reading.pop_first()?;
+        if inner.reading.len() + inner.deciding + inner.lingering.len() >= self.max {
+            let (_, evict) = match inner.lingering.pop_first() {
+                Some(lingering) => lingering,
+                None => inner.reading.pop_first()?,
+            };
             // The evicted task notices at its next poll, drops its socket and ends.
             let _ = evict.send(());
         }
@@ -84,7 +93,7 @@ impl Pending {
     /// Sockets counted now.
     pub fn len(&self) -> usize {
         let inner = self.lock();
-        inner.reading.len() + inner.deciding
+        inner.reading.len() + inner.deciding + inner.lingering.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -106,6 +115,25 @@ impl Slot {
         self.phase = Phase::Deciding;
         true
     }
+
+    /// The socket has been answered and only waits to close: evictable again, before any
+    /// reader. `evicted` fires if a newer socket needs the place.
+    pub fn linger(&mut self) {
+        let mut inner = self.pending.lock();
+        match self.phase {
+            Phase::Deciding => inner.deciding -= 1,
+            Phase::Reading(id) => {
+                inner.reading.remove(&id);
+            }
+            Phase::Lingering(_) => return,
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let (evict, evicted) = oneshot::channel();
+        inner.lingering.insert(id, evict);
+        self.phase = Phase::Lingering(id);
+        self.evicted = evicted;
+    }
 }
 
 impl Drop for Slot {
@@ -116,6 +144,9 @@ impl Drop for Slot {
                 inner.reading.remove(&id);
             }
             Phase::Deciding => inner.deciding -= 1,
+            Phase::Lingering(id) => {
+                inner.lingering.remove(&id);
+            }
         }
     }
 }
@@ -144,5 +175,19 @@ mod tests {
         assert!(pending.enter().is_some());
         drop(third);
         assert_eq!(pending.len(), 0);
+    }
+
+    #[test]
+    fn a_lingering_refusal_makes_way_before_any_reader() {
+        let pending = Pending::new(2);
+        let mut refused = pending.enter().unwrap();
+        assert!(refused.head_read());
+        refused.linger();
+        let mut reader = pending.enter().unwrap();
+        let _newcomer = pending.enter().unwrap();
+        assert!(refused.evicted.try_recv().is_ok(), "the lingering socket goes first");
+        assert!(reader.evicted.try_recv().is_err());
+        drop(refused);
+        assert_eq!(pending.len(), 2);
     }
 }

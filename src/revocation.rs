@@ -101,10 +101,12 @@ impl Revoke {
     }
 }
 
-/// serde's message without the position details, as one line.
+/// serde's message without the position details, as one line with no control characters
+/// (it may quote a field name from the body).
 pub(crate) fn json_error(e: &serde_json::Error) -> String {
     let text = e.to_string();
     let text = text.split(" at line ").next().unwrap_or(&text);
+    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     format!("bad JSON body: {text}")
 }
 

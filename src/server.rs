@@ -258,6 +258,14 @@ impl<A> Server<A> {
     fn refuse_at_once(&self, stream: &TcpStream, peer: SocketAddr) {
         let rejection = Rejection::Overloaded;
         let _ = stream.try_write(&Response::rejection(&rejection).to_bytes());
+        // Read what already arrived (without waiting): closing with unread input makes the
+        // kernel send a reset, which could destroy the 503 before the client reads it.
+        let mut sink = [0u8; 2048];
+        for _ in 0..4 {
+            if !matches!(stream.try_read(&mut sink), Ok(1..)) {
+                break;
+            }
+        }
         self.shared.metrics.rejected(&rejection);
         log_refusal(
             &self.shared,

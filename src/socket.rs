@@ -206,8 +206,17 @@ impl<A: Authenticator> Socket<A> {
             return;
         };
         let max_message_size = shared.config.max_message_size;
-        if let Ok(mut ws) = upgrade.accept(self.stream, request.leftover, max_message_size).await {
-            connection::close_with(&mut ws, crate::close::frame(code, rejection.to_string())).await;
+        let Socket { stream, mut slot, .. } = self;
+        // From here it only waits for the client's side of the close: evictable again.
+        slot.linger();
+        let close = async {
+            if let Ok(mut ws) = upgrade.accept(stream, request.leftover, max_message_size).await {
+                connection::close_with(&mut ws, crate::close::frame(code, rejection.to_string())).await;
+            }
+        };
+        tokio::select! {
+            _ = close => {}
+            _ = &mut slot.evicted => {}
         }
     }
 
@@ -215,7 +224,14 @@ impl<A: Authenticator> Socket<A> {
     async fn refuse(mut self, head: Option<&RequestHead>, rejection: Rejection, unread: Unread) {
         log_refusal(&self.shared, self.peer, head, &rejection, "handshake rejected");
         self.shared.metrics.rejected(&rejection);
-        http::respond(&mut self.stream, &Response::rejection(&rejection), unread).await;
+        // Answered, it only lingers so the answer is not lost to a reset: evictable again, or
+        // a flood of complete but refused requests would hold every pending place.
+        self.slot.linger();
+        let response = Response::rejection(&rejection);
+        tokio::select! {
+            _ = http::respond(&mut self.stream, &response, unread) => {}
+            _ = &mut self.slot.evicted => {}
+        }
     }
 }
 

@@ -137,3 +137,30 @@ async fn revoke_and_publish_reach_open_connections() {
     let frame = close_frame(&mut alice).await;
     assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4401, "revoked"));
 }
+
+#[tokio::test]
+async fn idle_sockets_cannot_keep_the_key_holder_out() {
+    let server = server().await;
+    let admin = server.admin.unwrap();
+    // More than the 64 admin places, each with a request that never finishes its body.
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        let mut socket = within(TcpStream::connect(admin)).await.unwrap();
+        let partial = format!("POST /admin/revoke HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 100\r\n\r\n{{");
+        within(socket.write_all(partial.as_bytes())).await.unwrap();
+        idle.push(socket);
+    }
+    for _ in 0..3 {
+        let response = request(admin, "POST", "/admin/revoke", Some(KEY), r#"{"user":"nobody"}"#).await;
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    }
+    // Ambiguous framing is refused (RFC 9112 §6.1), and so is a signed length.
+    let mut stream = within(TcpStream::connect(admin)).await.unwrap();
+    let smuggle = format!(
+        "POST /admin/revoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 16\r\nTransfer-Encoding: chunked\r\n\r\n{{\"user\":\"nobody\"}}"
+    );
+    within(stream.write_all(smuggle.as_bytes())).await.unwrap();
+    let mut response = String::new();
+    let _ = within(stream.read_to_string(&mut response)).await;
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+}

@@ -413,3 +413,49 @@ async fn a_slow_authenticator_is_bounded_by_the_handshake_timeout() {
         "a silent socket outlived the timeout"
     );
 }
+
+#[tokio::test]
+async fn refused_requests_that_linger_cannot_hold_the_pending_places() {
+    const BUDGET: usize = 4;
+    let server = TestServer::start(config().with(|c| c.max_pending = BUDGET)).await;
+    // Complete requests that are refused, each with a byte after the head (so the server
+    // lingers up to a second before closing) and never read: the attack that held every
+    // place for a second at a time.
+    let mut lingering = Vec::new();
+    for i in 0..BUDGET {
+        let mut socket = within(TcpStream::connect(server.addr)).await.unwrap();
+        let request = match i % 2 {
+            0 => upgrade_request(server.addr, "/ws/chat/lobby?token=not.a.token", ""),
+            _ => "\u{16}\u{3}\u{1} garbage\n\n".to_owned(),
+        };
+        within(socket.write_all(format!("{request}x").as_bytes()))
+            .await
+            .unwrap();
+        lingering.push(socket);
+    }
+    // Once all are refused (and lingering), honest clients still get in, at once.
+    let refused = || async {
+        server.metric(r#"wsgate_handshakes_total{result="bad_request"}"#).await
+            + server
+                .metric(r#"wsgate_handshakes_total{result="unauthenticated"}"#)
+                .await
+    };
+    for _ in 0..200 {
+        if refused().await >= BUDGET as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let started = std::time::Instant::now();
+    for i in 0..BUDGET {
+        let _honest = server.join("lobby", &format!("honest{i}")).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the test ran past the linger time"
+    );
+    assert_eq!(
+        server.metric(r#"wsgate_handshakes_total{result="overloaded"}"#).await,
+        0.0
+    );
+}

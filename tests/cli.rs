@@ -466,7 +466,10 @@ async fn the_client_example_works_against_a_live_server() {
         );
     }
     let refresh = stdout.lines().find(|l| l.starts_with("refresh")).unwrap();
-    assert!(refresh.contains(" ok ") && refresh.contains("same connection"), "{refresh}");
+    assert!(
+        refresh.contains(" ok ") && refresh.contains("same connection"),
+        "{refresh}"
+    );
     // Dev mode answers auth failures with close codes.
     let tampered = stdout.lines().find(|l| l.starts_with("tampered")).unwrap();
     assert!(tampered.contains("refused") && tampered.contains("4401"), "{tampered}");
