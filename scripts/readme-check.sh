@@ -27,9 +27,9 @@ block() { awk -v want="$1" '/^```sh/{n++; p=(n==want); next} /^```/{p=0} p' READ
 build_log="$work/build.log"
 cargo build --release --quiet --bin wsgate 2>"$build_log" || fail "release build failed"
 
-echo "README quickstart: $(block 1)"
-[ "$(block 1)" = "cargo run --release" ] || fail "the quickstart's first block changed; update this script"
-env -u WSGATE_SECRET setsid bash -c "$(block 1)" >"$work/dev.out" 2>"$work/dev.err" &
+echo "README quickstart: $(block 2)"
+[ "$(block 2)" = "cargo run --release" ] || fail "the quickstart's first block changed; update this script"
+env -u WSGATE_SECRET setsid bash -c "$(block 2)" >"$work/dev.out" 2>"$work/dev.err" &
 pids+=($!)
 wait_for "$work/dev.out" 120 "Stop with Ctrl-C"
 alice=$(grep ' connect ws://' "$work/dev.out" | grep -v curl | head -n 1)
@@ -45,15 +45,10 @@ for _ in $(seq 1 50); do curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 
 
 echo "README production block:"
 block 3 | sed 's/^/  /'
-mapfile -t lines < <(block 3)
-eval "${lines[0]}"  # export WSGATE_SECRET=...
-setsid bash -c "${lines[1]}" >"$work/prod.out" 2>"$work/prod.err" &
+# Run as written, in one shell (the block puts the server in the background itself), in a
+# process group of its own so the server goes with it.
+setsid bash -c "set -euo pipefail; $(block 3)" >"$work/prod.out" 2>"$work/prod.err" &
 pids+=($!)
-wait_for "$work/prod.err" 120 "listening"
+wait_for "$work/prod.out" 180 '"message":"hello"'
 curl -sf http://127.0.0.1:8080/healthz | grep -q ok || fail "/healthz in production mode"
-token=$(bash -c "${lines[2]}" 2>>"$work/prod.err") || fail "the token line failed"
-[ "$(tr -cd . <<<"$token" | wc -c)" = 2 ] || fail "the token line printed no JWT"
-echo "hello" | timeout 20 target/release/wsgate connect ws://127.0.0.1:8080/ws/chat/lobby --token "$token" \
-  >"$work/prod-connect.out" || fail "connecting with the README's token: exit $?"
-grep -q '"message":"hello"' "$work/prod-connect.out" || fail "no echo in production mode"
 echo "1 passed, 0 failed: README commands ran as written"

@@ -45,7 +45,9 @@ pub(crate) async fn serve(
     _running: Running,
 ) {
     let sockets = Pending::new(MAX_ADMIN_SOCKETS);
-    info!(addr = ?listener.local_addr().ok(), "admin API listening");
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "admin API listening");
+    }
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

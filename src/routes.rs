@@ -78,7 +78,10 @@ fn dev_token(head: &RequestHead, peer: SocketAddr, config: &Config) -> Result<Re
             .split('&')
             .find_map(|pair| pair.strip_prefix(prefix.as_str()).map(str::to_owned))
     };
-    let sub = param("sub").as_deref().and_then(percent_decode).unwrap_or_default();
+    let sub = param("sub")
+        .as_deref()
+        .and_then(percent_decode)
+        .ok_or_else(|| Rejection::BadRequest("missing ?sub=NAME".into()))?;
     check_subject(&sub).map_err(|e| Rejection::BadRequest(format!("sub: {e}").into()))?;
     let ttl = match param("ttl") {
         None => DEV_TOKEN_TTL,

@@ -592,7 +592,10 @@ async fn the_terminal_client_chats_over_every_carrier_and_never_shows_the_token(
             stderr.contains("> GET /ws/chat/lobby") && stderr.contains("< HTTP/1.1 101"),
             "{stderr}"
         );
-        assert!(stderr.contains("<token>"), "{carrier}: nothing redacted?\n{stderr}");
+        assert!(
+            stderr.contains("<token>") || stderr.contains("access_token=<redacted>"),
+            "{carrier}: nothing redacted?\n{stderr}"
+        );
         assert!(
             !stdout.contains(&token) && !stderr.contains(&token),
             "{carrier}: the token was printed"
@@ -657,4 +660,27 @@ async fn the_embed_example_runs_as_written() {
         logged.contains("listening"),
         "the embedded server logged nothing: {logged:?}"
     );
+}
+
+#[tokio::test]
+async fn the_terminal_client_redacts_every_credential_and_sends_json_lines_as_typed() {
+    let (_server, addr, _) = spawn_server(&[], Some(&secret())).await;
+    let token = common::token("alice");
+    let fresh = common::token("alice");
+    // The token in the URL and a cookie given with -H: -v shows neither.
+    let url = format!("ws://{addr}/ws/chat/lobby?token={token}");
+    let refresh = format!(r#"{{"type":"refresh","token":"{fresh}"}}"#);
+    let (code, stdout, stderr) = connect(&[&url, "-H", "Cookie: sessionid=s3cr3t-session", "-v"], &refresh).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for secret in [token.as_str(), fresh.as_str(), "s3cr3t-session"] {
+        assert!(!stderr.contains(secret), "-v printed a credential:\n{stderr}");
+    }
+    // A JSON line went out as typed: a refresh, never a chat message carrying the token.
+    assert!(stdout.contains(r#""type":"refreshed""#), "{stdout}");
+    assert!(!stdout.contains(&fresh), "the new token was broadcast: {stdout}");
+
+    // An unset variable (`--token ""`) reaches the server as an empty credential.
+    let (code, stdout, _) = connect(&[&format!("ws://{addr}/ws/chat/lobby"), "--token", ""], "").await;
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("unset token variable"), "{stdout}");
 }

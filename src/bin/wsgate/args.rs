@@ -41,6 +41,9 @@ pub(crate) enum Command {
 }
 
 pub(crate) const CONNECT_NOTES: &str = "\
+Each line typed is sent as {\"message\": LINE}; a line that is a JSON object is sent as it is,
+e.g. {\"type\":\"refresh\",\"token\":\"NEW-TOKEN\"} to renew the credential without reconnecting.
+
 Exit codes: 0 closed normally (1000, 1001); 3 unauthenticated (401, 4401: get a new token);
 4 forbidden (403, 4403: reconnecting will not help); 5 try later (429, 503, 4429); 1 anything
 else; 2 usage.
@@ -278,6 +281,10 @@ pub(crate) struct TokenArgs {
     #[arg(long, value_name = "NAME", value_parser = subject)]
     pub sub: String,
 
+    /// A token id (`jti`), by which this one token can be revoked
+    #[arg(long, value_name = "ID")]
+    pub jti: Option<String>,
+
     /// Lifetime
     #[arg(long, value_name = "DURATION", default_value_t = Span(Duration::from_secs(3600)))]
     pub ttl: Span,
@@ -328,7 +335,7 @@ pub(crate) enum Switch {
 /// after-help states the naming rule once, and the help (copied into README.md) must not
 /// change with what the environment holds.
 pub(crate) fn command() -> clap::Command {
-    Cli::command().mut_subcommands(|sub| sub.mut_args(|arg| arg.hide_env(true)))
+    Cli::command().mut_subcommand("serve", |serve| serve.mut_args(|arg| arg.hide_env(true)))
 }
 
 /// A clap error as one line: its first paragraph without the `error: ` prefix, the closest

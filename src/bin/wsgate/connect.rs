@@ -15,6 +15,14 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::Usage;
+
+/// `println!` that does not panic when stdout is gone (`wsgate connect … | head -1`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 use crate::args::{Carrier, ConnectArgs};
 
 /// How long to wait, after stdin ends, for the echoes of what we sent before closing.
@@ -31,7 +39,8 @@ pub(crate) fn connect(args: ConnectArgs) -> Result<ExitCode, Usage> {
 }
 
 async fn run(args: ConnectArgs) -> Result<ExitCode, Usage> {
-    let token = args.token.as_deref().filter(|t| !t.is_empty());
+    // An empty `--token` (an unset variable) is sent as it is, so the server can say so.
+    let token = args.token.as_deref();
     let mut request = request(&args.url, token, args.carrier)?;
     for header in &args.headers {
         let (name, value) = header
@@ -45,9 +54,12 @@ async fn run(args: ConnectArgs) -> Result<ExitCode, Usage> {
     }
     if args.verbose {
         let target = request.uri().path_and_query().map_or("/".to_owned(), |p| p.to_string());
-        eprintln!("> {} {} HTTP/1.1", request.method(), redact(&target, token));
+        eprintln!("> {} {} HTTP/1.1", request.method(), redact_target(&target));
         for (name, value) in request.headers() {
-            eprintln!("> {name}: {}", redact(value.to_str().unwrap_or("<binary>"), token));
+            eprintln!(
+                "> {name}: {}",
+                redact_header(name.as_str(), value.to_str().unwrap_or("<binary>"))
+            );
         }
         eprintln!(">");
     }
@@ -63,7 +75,17 @@ async fn run(args: ConnectArgs) -> Result<ExitCode, Usage> {
                 .as_deref()
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default();
-            println!("refused: HTTP {status} {}", body.trim());
+            let meaning = match status.as_u16() {
+                401 => "unauthenticated: get a new token and reconnect",
+                403 => "forbidden: this credential may not be here; reconnecting will not help",
+                404 if !args.url.contains("/ws/chat/") => "not found: rooms are at ws://HOST:PORT/ws/chat/ROOM",
+                429 | 503 => "busy: retry later",
+                _ => "",
+            };
+            say!("refused: HTTP {status} {}", body.trim());
+            if !meaning.is_empty() {
+                say!("({meaning})");
+            }
             return Ok(ExitCode::from(match status.as_u16() {
                 401 => EXIT_UNAUTHENTICATED,
                 403 => EXIT_FORBIDDEN,
@@ -72,7 +94,7 @@ async fn run(args: ConnectArgs) -> Result<ExitCode, Usage> {
             }));
         }
         Err(e) => {
-            println!("could not connect: {e}");
+            say!("could not connect: {e}");
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -92,7 +114,13 @@ async fn run(args: ConnectArgs) -> Result<ExitCode, Usage> {
         tokio::select! {
             line = lines.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => {
-                    let message = serde_json::json!({ "message": line }).to_string();
+                    // A line that is a JSON object goes out as typed (a refresh, say); any other
+                    // line is a chat message. Never wrap a `{"type":"refresh",…}` as chat: that
+                    // would show the new token to the whole room.
+                    let message = match line.trim_start().starts_with('{') {
+                        true => line,
+                        false => serde_json::json!({ "message": line }).to_string(),
+                    };
                     if sink.send(Message::text(message)).await.is_err() {
                         break None;
                     }
@@ -114,11 +142,11 @@ async fn run(args: ConnectArgs) -> Result<ExitCode, Usage> {
                 }
                 Ok(None) => break None,
                 Ok(Some(Err(e))) => {
-                    println!("connection lost: {e}");
+                    say!("connection lost: {e}");
                     break None;
                 }
                 Ok(Some(Ok(Message::Text(text)))) => {
-                    println!("{text}");
+                    say!("{text}");
                     let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                     match json["type"].as_str() {
                         Some("welcome") => username = json["username"].as_str().map(str::to_owned),
@@ -135,7 +163,7 @@ async fn run(args: ConnectArgs) -> Result<ExitCode, Usage> {
         }
     };
     if we_closed && !matches!(close, Some(Some(_))) {
-        println!("closed by us: stdin ended");
+        say!("closed by us: stdin ended");
         return Ok(ExitCode::SUCCESS);
     }
     Ok(ended(close))
@@ -151,7 +179,7 @@ fn request(url: &str, token: Option<&str>, carrier: Carrier) -> Result<Request, 
     let mut request = url.as_str().into_client_request().map_err(|e| {
         Usage(format!(
             "{}: {e} (expected ws://host:port/ws/chat/ROOM)",
-            redact(&url, token)
+            redact_target(&url)
         ))
     })?;
     let Some(token) = token else { return Ok(request) };
@@ -193,18 +221,54 @@ fn print_head(status: u16, reason: Option<&str>, headers: &tokio_tungstenite::tu
     eprintln!("<");
 }
 
-/// `text` with every occurrence of the token replaced: what `-v` shows never carries it.
-fn redact(text: &str, token: Option<&str>) -> String {
-    match token {
-        Some(token) => text.replace(token, "<token>"),
-        None => text.to_owned(),
+/// The request target with the value of every `token` parameter replaced: what `-v` shows
+/// never carries a credential, wherever it came from (`--token` or the URL itself).
+fn redact_target(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name == "token" => format!("{name}=<token>"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+/// A request header's value with its credentials replaced, whether `--token` or `-H` put them
+/// there: the `Authorization` credentials, every cookie value, `bearer.` protocol entries.
+fn redact_header(name: &str, value: &str) -> String {
+    match name {
+        "authorization" => match value.split_once(' ') {
+            Some((scheme, _)) => format!("{scheme} <token>"),
+            None => "<token>".to_owned(),
+        },
+        "cookie" => value
+            .split(';')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{}=<redacted>", name.trim()),
+                None => pair.trim().to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        "sec-websocket-protocol" => value
+            .split(',')
+            .map(|entry| match entry.trim().strip_prefix("bearer.") {
+                Some(_) => "bearer.<token>".to_owned(),
+                None => entry.trim().to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => value.to_owned(),
     }
 }
 
 /// Prints how the connection ended and what it means; the exit code says the same.
 fn ended(close: Option<Option<CloseFrame>>) -> ExitCode {
     let Some(Some(frame)) = close else {
-        println!("closed without a close frame");
+        say!("closed without a close frame");
         return ExitCode::FAILURE;
     };
     let code = u16::from(frame.code);
@@ -223,6 +287,6 @@ fn ended(close: Option<Option<CloseFrame>>) -> ExitCode {
         4429 => ("too many connections for this user: retry later", EXIT_TRY_LATER),
         _ => ("", 1),
     };
-    println!("closed {code} {:?}: {meaning}", frame.reason.as_str());
+    say!("closed {code} {:?}: {meaning}", frame.reason.as_str());
     ExitCode::from(exit)
 }

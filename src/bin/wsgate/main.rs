@@ -298,6 +298,7 @@ fn token(args: TokenArgs) -> Result<ExitCode, Usage> {
     claims.rooms = args.rooms.map(|rooms| rooms.0);
     claims.iss = args.issuer;
     claims.aud = args.audience.into_iter().collect();
+    claims.jti = args.jti;
     println!("{}", key.sign(&claims));
     Ok(ExitCode::SUCCESS)
 }
