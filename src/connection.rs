@@ -110,7 +110,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
         let shutting_down = shutdown.wait();
         tokio::pin!(timer, shutting_down);
 
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Empty (no allocation) between deliveries: an idle connection holds no batch space.
+        let mut batch = Vec::new();
         let close = loop {
             tokio::select! {
                 _ = &mut shutting_down => break Some(Close::Shutdown.frame()),
@@ -181,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
                 missed = self.membership.recv(&mut batch, MAX_BATCH, MAX_BATCH_BYTES) => {
                     // Nested select: a write to a client that has stopped reading can wait up
                     // to the write timeout, and shutdown must not wait with it.
-                    let delivery = timeout(config.write_timeout, self.deliver(missed, &mut batch));
+                    let delivery = timeout(config.write_timeout, self.deliver(missed, std::mem::take(&mut batch)));
                     tokio::select! {
                         result = delivery => match result {
                             Ok(Ok(())) => {}
@@ -276,13 +277,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
 
     /// Writes a `lagged` notice for `missed` messages (in their place in the stream), then
     /// `batch`, then flushes once.
-    async fn deliver(&mut self, missed: u64, batch: &mut Vec<Message>) -> Result<(), WsError> {
+    async fn deliver(&mut self, missed: u64, batch: Vec<Message>) -> Result<(), WsError> {
         if missed > 0 {
             self.metrics.lagged(missed);
             self.ws.feed(messages::lagged(Some(missed))).await?;
         }
         let delivered = batch.len() as u64;
-        for message in batch.drain(..) {
+        for message in batch {
             self.ws.feed(message).await?;
         }
         self.ws.flush().await?;

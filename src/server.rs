@@ -124,9 +124,7 @@ impl<A: Authenticator> Server<A> {
     pub async fn bind_with(config: Config, authenticator: A) -> Result<Server<A>, ServeError> {
         config.validate()?;
         let addr = config.addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|error| ServeError::Bind { addr, error })?;
+        let listener = listen(addr).map_err(|error| ServeError::Bind { addr, error })?;
         Server::from_listener(listener, config, authenticator)
     }
 
@@ -299,6 +297,22 @@ async fn sweep_sessions<A: Authenticator>(shared: Arc<Shared<A>>, mut shutdown: 
             }
         }
     }
+}
+
+/// The kernel's queue of connections not yet accepted. The default (128) overflows under a
+/// flood of connects, and an honest client whose SYN is dropped waits a second to retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with a deep accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std's and tokio's `bind` do: a restarted server can bind while old sockets linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The room registry, joined to the other nodes through Redis when configured.
