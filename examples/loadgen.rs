@@ -6,16 +6,24 @@
 //! loadgen fanout    --url ws://127.0.0.1:8080 --rooms 1 --subs 1000 --pubs 1 --rate 0 --duration 10
 //! loadgen idle      --url ws://127.0.0.1:8080 --conns 10000 --hold 10
 //! loadgen fanout    --url ws://127.0.0.1:8080 --url2 ws://127.0.0.1:8081 ...   (members split over two nodes)
+//! loadgen attack    --url ws://127.0.0.1:8080 --silent 512 --flood 8 --honest 20 --honest-rate 10 --duration 20
 //! ```
 //!
 //! Tokens are minted from `WSGATE_SECRET` (the baseline ignores them); `reject` signs with a
-//! different key. `--rate 0` means as fast as the room delivers: each publisher keeps at most
-//! 32 messages in flight (sent but not yet echoed back to it) and stays within 128 messages of
+//! different key. Every connection gets its own token `sub` (`u{loop}-{n}`, `s{room}-{n}`, …),
+//! so the server's per-user limits (32 open, 2 connects/s per `sub`) never apply to a
+//! scenario; a refusal of any kind (a `429` included) is an error, and `failures` names each
+//! by its status (`"429"`, `"503"`), `"timeout"`, `"io:…"` or `"no welcome"`. `attack` measures
+//! honest clients while silent sockets and a bad-token flood press on the pending budget (see
+//! [`attack`]).
+//!
+//! `--rate 0` means as fast as the room delivers: each publisher keeps at most 32 messages in
+//! flight (sent but not yet echoed back to it) and stays within 128 messages of
 //! its slowest subscriber, so a correct server loses nothing. Loss is always reported:
 //! `expected` is messages sent × subscribers, `received` what the subscribers got, `lagged`
 //! what the server told them they missed. Add `--json` for one JSON object on stdout.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -23,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::time::timeout;
@@ -62,7 +71,7 @@ fn parse_args() -> Result<Args, Error> {
     let mut args = std::env::args().skip(1);
     let scenario = args
         .next()
-        .ok_or("usage: loadgen handshake|reject|fanout|idle --url ws://127.0.0.1:PORT [...]")?;
+        .ok_or("usage: loadgen handshake|reject|fanout|idle|attack --url ws://127.0.0.1:PORT [...]")?;
     let mut options = HashMap::new();
     let mut json = false;
     while let Some(arg) = args.next() {
@@ -132,6 +141,7 @@ async fn run() -> Result<(), Error> {
         }
         "fanout" => fanout(&args, key).await?,
         "idle" => idle(&args, key).await?,
+        "attack" => attack(&args, key).await?,
         other => return Err(format!("unknown scenario {other:?}").into()),
     };
     if args.json {
@@ -162,6 +172,40 @@ async fn connect(addr: SocketAddr, room: &str, user: &str, key: &Key) -> Result<
         Ok((ws, _)) => Ok(Ok(ws)),
         Err(WsError::Http(response)) => Ok(Err(response.status().as_u16())),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Why a connect gave no usable connection, in a word: the status of an HTTP refusal
+/// (`"429"`), `"timeout"`, or the kind of I/O or protocol error.
+fn failure_kind(result: &Result<Result<Ws, u16>, Error>) -> String {
+    match result {
+        Ok(Ok(_)) => "ok".into(),
+        Ok(Err(status)) => status.to_string(),
+        Err(e) => error_kind(e.as_ref()),
+    }
+}
+
+fn error_kind(e: &(dyn std::error::Error + 'static)) -> String {
+    if e.is::<tokio::time::error::Elapsed>() {
+        return "timeout".into();
+    }
+    if let Some(e) = e.downcast_ref::<std::io::Error>() {
+        return format!("io:{:?}", e.kind());
+    }
+    match e.downcast_ref::<WsError>() {
+        Some(WsError::Io(e)) => format!("io:{:?}", e.kind()),
+        Some(WsError::ConnectionClosed | WsError::AlreadyClosed) => "closed".into(),
+        Some(WsError::Protocol(p)) => format!("protocol:{p}"),
+        Some(WsError::Http(r)) => r.status().as_u16().to_string(),
+        _ => e.to_string().chars().take(40).collect(),
+    }
+}
+
+type Failures = BTreeMap<String, u64>;
+
+fn merge(into: &mut Failures, from: Failures) {
+    for (kind, n) in from {
+        *into.entry(kind).or_default() += n;
     }
 }
 
@@ -199,11 +243,14 @@ async fn handshakes(args: &Args, key: Arc<Key>, expect_refusal: bool) -> Result<
         let key = key.clone();
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut failures = Failures::new();
             let mut i = 0u64;
             while Instant::now() < deadline {
                 i += 1;
                 let t0 = Instant::now();
+                // A sub of its own for every connection: the per-user limits never apply.
                 let result = connect(addr, "handshake", &format!("u{worker}-{i}"), &key).await;
+                let kind = failure_kind(&result);
                 match (result, expect_refusal) {
                     (Ok(Ok(mut ws)), false) => match next_text(&mut ws).await {
                         Ok(_) => {
@@ -212,30 +259,37 @@ async fn handshakes(args: &Args, key: Arc<Key>, expect_refusal: bool) -> Result<
                             let _ = timeout(STEP, ws.close(None)).await;
                             let _ = timeout(STEP, async { while ws.next().await.is_some() {} }).await;
                         }
-                        Err(_) => errors += 1,
+                        Err(_) => {
+                            errors += 1;
+                            *failures.entry("no welcome".into()).or_default() += 1;
+                        }
                     },
                     (Ok(Err(401)), true) => {
                         latencies.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                         ok += 1;
                     }
-                    _ => errors += 1,
+                    _ => {
+                        errors += 1;
+                        *failures.entry(kind).or_default() += 1;
+                    }
                 }
             }
-            (ok, errors, latencies)
+            (ok, errors, latencies, failures)
         }));
     }
-    let (mut ok, mut errors, mut latencies) = (0, 0, Vec::new());
+    let (mut ok, mut errors, mut latencies, mut failures) = (0, 0, Vec::new(), Failures::new());
     for task in tasks {
-        let (o, e, l) = task.await?;
+        let (o, e, l, f) = task.await?;
         ok += o;
         errors += e;
         latencies.extend(l);
+        merge(&mut failures, f);
     }
     let seconds = started.elapsed().as_secs_f64();
     let what = if expect_refusal { "rejected" } else { "accepted" };
     Ok(json!({
         "scenario": args.scenario, "conns": conns, "seconds": seconds,
-        what: ok, format!("{what}_per_s"): ok as f64 / seconds, "errors": errors,
+        what: ok, format!("{what}_per_s"): ok as f64 / seconds, "errors": errors, "failures": failures,
         "latency": percentiles(latencies),
     }))
 }
@@ -275,15 +329,17 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
             subscribers.push(tokio::spawn(async move {
                 let permit = connecting.acquire_owned().await;
                 let node = if s % 2 == 1 { addr2.unwrap_or(addr) } else { addr };
-                let mut ws = match connect(node, &format!("fanout-{room}"), &format!("s{room}-{s}"), &key).await {
-                    Ok(Ok(ws)) => ws,
-                    _ => {
-                        ready.wait().await;
-                        return (Vec::new(), 1u64);
-                    }
+                let result = connect(node, &format!("fanout-{room}"), &format!("s{room}-{s}"), &key).await;
+                let kind = failure_kind(&result);
+                let Ok(Ok(mut ws)) = result else {
+                    ready.wait().await;
+                    return (Vec::new(), Some(kind));
                 };
                 drop(permit);
-                let _ = next_text(&mut ws).await; // welcome
+                if next_text(&mut ws).await.is_err() {
+                    ready.wait().await;
+                    return (Vec::new(), Some("no welcome".to_owned()));
+                }
                 ready.wait().await;
                 let mut latencies = Vec::new();
                 let stopped = counts.stop.notified();
@@ -321,7 +377,7 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
                         counts.received.fetch_add(1, Relaxed);
                     }
                 }
-                (latencies, 0)
+                (latencies, None)
             }));
         }
     }
@@ -349,8 +405,10 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
                     .unwrap_or(0)
             };
             publishers.push(tokio::spawn(async move {
-                let Ok(Ok(ws)) = connect(addr, &format!("fanout-{room}"), &format!("p{room}-{p}"), &key).await else {
-                    return 1u64;
+                let result = connect(addr, &format!("fanout-{room}"), &format!("p{room}-{p}"), &key).await;
+                let kind = failure_kind(&result);
+                let Ok(Ok(ws)) = result else {
+                    return Some(format!("publisher {kind}"));
                 };
                 let (mut write, mut read) = ws.split();
                 // Closed loop for rate 0: at most 32 of our messages in flight.
@@ -420,15 +478,19 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
                 let _ = write.close().await;
                 // The reader ends when the server closes too; it reads everything until then.
                 if timeout(Duration::from_secs(3), echoes).await.is_err() {
-                    return 1;
+                    return Some("publisher close timeout".to_owned());
                 }
-                0
+                None
             }));
         }
     }
     let mut errors = 0;
+    let mut failures = Failures::new();
     for publisher in publishers {
-        errors += publisher.await?;
+        if let Some(kind) = publisher.await? {
+            errors += 1;
+            *failures.entry(kind).or_default() += 1;
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     // Messages the server refused (rate limit) are not expected to arrive.
@@ -443,9 +505,18 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
     let mut latencies = Vec::new();
     counts.stop.notify_waiters();
     for subscriber in subscribers {
-        if let Ok(Ok((l, e))) = timeout(STEP, subscriber).await {
-            latencies.extend(l);
-            errors += e;
+        match timeout(STEP, subscriber).await {
+            Ok(Ok((l, failure))) => {
+                latencies.extend(l);
+                if let Some(kind) = failure {
+                    errors += 1;
+                    *failures.entry(kind).or_default() += 1;
+                }
+            }
+            _ => {
+                errors += 1;
+                *failures.entry("subscriber did not end".into()).or_default() += 1;
+            }
         }
     }
     Ok(json!({
@@ -453,7 +524,7 @@ async fn fanout(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
         "sent": sent.load(Relaxed), "refused_by_server": refused_by_server.load(Relaxed),
         "expected": expected, "received": received,
         "lagged": counts.lagged.load(Relaxed), "lost": expected.saturating_sub(received),
-        "deliveries_per_s": received as f64 / seconds, "errors": errors,
+        "deliveries_per_s": received as f64 / seconds, "errors": errors, "failures": failures,
         "latency": percentiles(latencies),
     }))
 }
@@ -465,7 +536,7 @@ async fn idle(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> {
     let addr = args.addr;
     let started = Instant::now();
     let connecting = Arc::new(Semaphore::new(200));
-    let errors = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(Failures::new()));
     let open = Arc::new(Barrier::new(conns as usize + 1));
     let release = Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::new();
@@ -479,14 +550,18 @@ async fn idle(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> {
         );
         tasks.push(tokio::spawn(async move {
             let permit = connecting.acquire_owned().await;
-            let ws = match connect(addr, &format!("idle-{}", i % 100), &format!("i{i}"), &key).await {
-                Ok(Ok(mut ws)) => next_text(&mut ws).await.ok().map(|_| ws),
-                _ => None,
+            let result = connect(addr, &format!("idle-{}", i % 100), &format!("i{i}"), &key).await;
+            let ws = match result {
+                Ok(Ok(mut ws)) => match next_text(&mut ws).await {
+                    Ok(_) => Ok(ws),
+                    Err(_) => Err("no welcome".to_owned()),
+                },
+                other => Err(failure_kind(&other)),
             };
             drop(permit);
-            if ws.is_none() {
-                errors.fetch_add(1, Relaxed);
-            }
+            let ws = ws
+                .map_err(|kind| *errors.lock().unwrap().entry(kind).or_default() += 1)
+                .ok();
             let released = release.notified();
             open.wait().await;
             released.await;
@@ -507,8 +582,277 @@ async fn idle(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> {
     for task in tasks {
         let _ = task.await;
     }
+    let failures = errors.lock().unwrap().clone();
     Ok(json!({
         "scenario": "idle", "conns": conns, "opened_in_s": opened_in,
-        "errors": errors.load(Relaxed), "held_s": hold.as_secs(),
+        "errors": failures.values().sum::<u64>(), "failures": failures, "held_s": hold.as_secs(),
     }))
+}
+
+/// What one attempt of the attack scenario came to.
+enum Attempt {
+    Open(Box<Ws>),
+    Refused(u16),
+    Failed(String),
+}
+
+/// Connect and upgrade within `limit` in all; every failure is named.
+async fn connect_within(addr: SocketAddr, room: &str, user: &str, key: &Key, limit: Duration) -> Attempt {
+    let url = format!("ws://{addr}/ws/chat/{room}?token={}&user={user}", token(key, user));
+    let attempt = async {
+        let stream = TcpStream::connect(addr).await.map_err(WsError::Io)?;
+        stream.set_nodelay(true).map_err(WsError::Io)?;
+        client_async_with_config(url, stream, Some(client_config())).await
+    };
+    match timeout(limit, attempt).await {
+        Err(_) => Attempt::Failed("timeout".into()),
+        Ok(Ok((ws, _))) => Attempt::Open(Box::new(ws)),
+        Ok(Err(WsError::Http(response))) => Attempt::Refused(response.status().as_u16()),
+        Ok(Err(e)) => Attempt::Failed(error_kind(&e)),
+    }
+}
+
+/// Counters of the attacking side.
+#[derive(Default)]
+struct AttackCounts {
+    silent_opens: AtomicU64,
+    silent_closed_by_server: AtomicU64,
+    /// Silent sockets that got bytes (a `503`, say) before the server closed them.
+    silent_answered: AtomicU64,
+    silent_connect_failures: AtomicU64,
+    flood_rejected: AtomicU64,
+}
+
+/// The pending budget under attack, measured from an honest client's side, for `--duration`
+/// seconds after `--warmup-ms` of attack alone:
+///
+/// - `--silent N` TCP sockets that never send a byte; one the server closes (evicts) is
+///   opened again at once, so they keep pressing on the budget of sockets not yet admitted;
+/// - `--flood C` loops of connect with a token signed by another key (each expects `401`);
+/// - `--honest H` loops of connect → welcome → close, each connection with a valid token and
+///   a `sub` of its own, at `--honest-rate R` connects per second per loop (0: back to back).
+///   Success is a welcome within `--timeout` (5 s) of starting to connect; anything else is a
+///   failure, named by its status (`"429"`, `"503"`) or `"timeout"`, `"io:…"`, `"no welcome"`.
+///   Latency is connect start → welcome received. The honest loops run on a thread and
+///   runtime of their own, so their timings do not queue behind the attacking tasks'.
+///
+/// Every connect is bounded by `--timeout`; the attack stops when the honest loops are done,
+/// and at the latest `--timeout` + 2 s after the end.
+async fn attack(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> {
+    let silent = args.number("silent", 0)?;
+    let flood = args.number("flood", 0)?;
+    let honest = args.number("honest", 10)?;
+    let honest_rate = args.number("honest-rate", 10)?;
+    let duration = Duration::from_secs(args.number("duration", 10)?);
+    let limit = Duration::from_secs(args.number("timeout", 5)?.max(1));
+    let default_warmup = if silent + flood > 0 { 1000 } else { 0 };
+    let warmup = Duration::from_millis(args.number("warmup-ms", default_warmup)?);
+    if honest == 0 {
+        return Err("--honest must be at least 1".into());
+    }
+    let addr = args.addr;
+    let honest_start = Instant::now() + warmup;
+    let honest_deadline = honest_start + duration;
+    let attack_deadline = honest_deadline + limit + Duration::from_secs(2);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let counts = Arc::new(AttackCounts::default());
+    let mut attackers = Vec::new();
+
+    for _ in 0..silent {
+        let (counts, mut stopped) = (counts.clone(), stopped.clone());
+        attackers.push(tokio::spawn(async move {
+            let mut buf = [0u8; 256];
+            let end = tokio::time::Instant::from_std(attack_deadline);
+            while Instant::now() < attack_deadline {
+                let connected = tokio::select! {
+                    _ = stopped.changed() => return Failures::new(),
+                    connected = timeout(limit, TcpStream::connect(addr)) => connected,
+                };
+                let Ok(Ok(mut stream)) = connected else {
+                    counts.silent_connect_failures.fetch_add(1, Relaxed);
+                    // Out of ports or descriptors: do not spin.
+                    tokio::select! {
+                        _ = stopped.changed() => return Failures::new(),
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => continue,
+                    }
+                };
+                counts.silent_opens.fetch_add(1, Relaxed);
+                // Never write; wait for the server to let go of us, then come back.
+                tokio::select! {
+                    _ = stopped.changed() => return Failures::new(),
+                    _ = tokio::time::sleep_until(end) => return Failures::new(),
+                    read = stream.read(&mut buf) => {
+                        if matches!(read, Ok(n) if n > 0) {
+                            counts.silent_answered.fetch_add(1, Relaxed);
+                        }
+                        counts.silent_closed_by_server.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            Failures::new()
+        }));
+    }
+
+    let wrong = Arc::new(Key::new(b"a-key-the-server-does-not-have-0123456789")?);
+    for worker in 0..flood {
+        let (counts, mut stopped, wrong) = (counts.clone(), stopped.clone(), wrong.clone());
+        attackers.push(tokio::spawn(async move {
+            let mut other = Failures::new();
+            let mut i = 0u64;
+            while Instant::now() < attack_deadline {
+                i += 1;
+                let user = format!("f{worker}-{i}");
+                let attempt = connect_within(addr, "attack", &user, &wrong, limit);
+                let attempt = tokio::select! {
+                    _ = stopped.changed() => break,
+                    attempt = attempt => attempt,
+                };
+                match attempt {
+                    Attempt::Refused(401) => {
+                        counts.flood_rejected.fetch_add(1, Relaxed);
+                    }
+                    Attempt::Refused(status) => *other.entry(status.to_string()).or_default() += 1,
+                    Attempt::Failed(kind) => *other.entry(kind).or_default() += 1,
+                    Attempt::Open(_) => *other.entry("101 with a bad token".into()).or_default() += 1,
+                }
+            }
+            other
+        }));
+    }
+
+    // The honest clients, on their own thread and runtime.
+    let (done, honest_result) = tokio::sync::oneshot::channel();
+    let honest_key = key.clone();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let result = match runtime {
+            Ok(runtime) => runtime.block_on(honest_loops(
+                addr,
+                honest_key,
+                honest,
+                honest_rate,
+                honest_start,
+                honest_deadline,
+                limit,
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = done.send(result);
+    });
+    let honest_bound = warmup + duration + 2 * limit + Duration::from_secs(10);
+    let honest_result = timeout(honest_bound, honest_result).await;
+    let _ = stop.send(true);
+    let mut flood_other = Failures::new();
+    for attacker in attackers {
+        if let Ok(Ok(other)) = timeout(limit + Duration::from_secs(2), attacker).await {
+            merge(&mut flood_other, other);
+        }
+    }
+    if honest_result.is_ok() {
+        let _ = thread.join(); // it has already sent its result
+    }
+    let (attempts, ok, failures, latencies) = honest_result
+        .map_err(|_| "the honest clients did not finish in time")?
+        .map_err(|_| "the honest thread ended without a result")??;
+    let seconds = duration.as_secs_f64();
+    let attack_seconds = (warmup + duration).as_secs_f64();
+    let failed = attempts - ok;
+    // A dropped SYN is retried after 1 s: that many honest handshakes waited for one.
+    let over_1s = latencies.iter().filter(|&&us| us >= 1_000_000).count();
+    Ok(json!({
+        "scenario": "attack", "seconds": seconds, "warmup_s": warmup.as_secs_f64(),
+        "silent": silent, "flood": flood, "honest": honest, "honest_rate": honest_rate,
+        "timeout_s": limit.as_secs(),
+        "attempts": attempts, "accepted": ok, "errors": failed,
+        "success_pct": if attempts > 0 { 100.0 * ok as f64 / attempts as f64 } else { 0.0 },
+        "failures": failures,
+        "over_1s": over_1s,
+        "latency": percentiles(latencies),
+        "silent_opens": counts.silent_opens.load(Relaxed),
+        "silent_reopens_per_s": counts.silent_opens.load(Relaxed).saturating_sub(silent) as f64 / attack_seconds,
+        "silent_closed_by_server": counts.silent_closed_by_server.load(Relaxed),
+        "silent_answered": counts.silent_answered.load(Relaxed),
+        "silent_connect_failures": counts.silent_connect_failures.load(Relaxed),
+        "flood_rejected": counts.flood_rejected.load(Relaxed),
+        "flood_rejected_per_s": counts.flood_rejected.load(Relaxed) as f64 / attack_seconds,
+        "flood_other": flood_other,
+    }))
+}
+
+type HonestResult = Result<(u64, u64, Failures, Vec<u32>), String>;
+
+/// `honest` loops of connect → welcome → close from `start` until `deadline`, each connection
+/// with a `sub` of its own. Returns attempts, successes, failures by kind, latencies (µs).
+async fn honest_loops(
+    addr: SocketAddr,
+    key: Arc<Key>,
+    honest: u64,
+    rate: u64,
+    start: Instant,
+    deadline: Instant,
+    limit: Duration,
+) -> HonestResult {
+    let mut loops = Vec::new();
+    for h in 0..honest {
+        let key = key.clone();
+        loops.push(tokio::spawn(async move {
+            // Loops spread evenly over one period rather than all connecting at once.
+            let mut ticker = (rate > 0).then(|| {
+                let period = Duration::from_secs_f64(1.0 / rate as f64);
+                let first = tokio::time::Instant::from_std(start) + period.mul_f64(h as f64 / honest as f64);
+                let mut ticker = tokio::time::interval_at(first, period);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker
+            });
+            if ticker.is_none() {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+            }
+            let (mut attempts, mut ok) = (0u64, 0u64);
+            let mut failures = Failures::new();
+            let mut latencies = Vec::new();
+            loop {
+                if let Some(ticker) = &mut ticker {
+                    ticker.tick().await;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                attempts += 1;
+                let t0 = Instant::now();
+                let user = format!("h{h}-{attempts}");
+                let welcomed = timeout(limit, async {
+                    match connect_within(addr, "attack", &user, &key, limit).await {
+                        Attempt::Open(mut ws) => match next_text(&mut ws).await {
+                            Ok(text) if text.contains(r#""type":"welcome""#) => Ok(*ws),
+                            Ok(_) => Err("not a welcome".to_owned()),
+                            Err(_) => Err("no welcome".to_owned()),
+                        },
+                        Attempt::Refused(status) => Err(status.to_string()),
+                        Attempt::Failed(kind) => Err(kind),
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| Err("timeout".to_owned()));
+                match welcomed {
+                    Ok(mut ws) => {
+                        latencies.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        ok += 1;
+                        let _ = timeout(limit, ws.close(None)).await;
+                        let _ = timeout(limit, async { while ws.next().await.is_some() {} }).await;
+                    }
+                    Err(kind) => *failures.entry(kind).or_default() += 1,
+                }
+            }
+            (attempts, ok, failures, latencies)
+        }));
+    }
+    let (mut attempts, mut ok, mut failures, mut latencies) = (0, 0, Failures::new(), Vec::new());
+    for one in loops {
+        let (a, o, f, l) = one.await.map_err(|e| e.to_string())?;
+        attempts += a;
+        ok += o;
+        merge(&mut failures, f);
+        latencies.extend(l);
+    }
+    Ok((attempts, ok, failures, latencies))
 }

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: wsgate against the unauthenticated baseline, side by side, on
 # 127.0.0.1 only. Every scenario runs on a fresh server process, for a bounded time.
-# Prints one table of wsgate/baseline ratios; raw results go to target/bench/.
+# Prints one table of wsgate/baseline ratios, then the pending budget under attack (honest
+# clients alone, then the same honest clients with silent sockets and a bad-token flood);
+# raw results go to target/bench/.
 #
-# Usage: scripts/bench.sh [SECONDS_PER_SCENARIO]   (default 10; the whole run takes ~2.5 min)
+# Every load generator connection carries a token with a `sub` of its own, so the per-user
+# limits (32 open and 2 connects/s per `sub`) never throttle a scenario; any refusal, a 429
+# included, counts as an error and is listed by status under the table.
+#
+# Usage: scripts/bench.sh [SECONDS_PER_SCENARIO]   (default 10; ~3 min after the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER=${1:-10}
 OUT=target/bench
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.jsonl
+rm -f "$OUT"/*.json "$OUT"/*.jsonl "$OUT"/*.log "$OUT"/*.rss
 # Thousands of sockets: raise the open-files limit as far as this machine allows.
 ulimit -n "$(ulimit -Hn)"
 export WSGATE_SECRET="bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -36,13 +42,14 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# Starts a server on a new port; sets PORT and SERVER_PID.
-start_server() { # which
+# Starts a server on a new port; sets PORT and SERVER_PID. More wsgate flags may follow.
+start_server() { # which [wsgate-flags...]
   PORT=$((PORT + 1))
   if [ "$1" = wsgate ]; then
+    shift
     # The publisher is a load generator: lift the per-connection rate limit for it.
     "$WSGATE" serve --addr "127.0.0.1:$PORT" --rate-limit 1000000 --rate-burst 1000000 \
-      --max-connections 19000 >/dev/null 2>"$OUT/wsgate.log" &
+      --max-connections 19000 "$@" >/dev/null 2>"$OUT/wsgate.$PORT.log" &
   else
     "$BASELINE" "127.0.0.1:$PORT" >/dev/null 2>&1 &
   fi
@@ -153,7 +160,56 @@ else
   echo "  skipped: two-node scenario (no redis-server on PATH; apt-get install redis-server)" >&2
 fi
 
-python3 - "$OUT" <<'PY'
+# The pending budget under attack: one fresh wsgate with a small pending budget. First honest
+# clients alone, then the same honest load while 2x the budget of silent sockets (re-opened
+# whenever the server evicts them) and a bad-token flood press on it. Server RSS is sampled
+# every 0.5 s from /proc/PID/status.
+ATTACK_PENDING=256
+ATTACK_SECONDS=$(( SECONDS_PER * 2 ))
+ATTACK_FLOOD=8
+HONEST="--honest 20 --honest-rate 10 --timeout 5"
+# The kernel's listen-queue counters (this network namespace): an overflowing accept queue
+# drops SYNs, and a client whose SYN is dropped retries after 1 s.
+tcp_counters() {
+  awk '/^TcpExt:/ { if (!seen) { for (i = 2; i <= NF; i++) name[i] = $i; seen = 1 } else {
+         for (i = 2; i <= NF; i++) if (name[i] ~ /^(ListenOverflows|ListenDrops|TCPSynRetrans)$/) v[name[i]] = $i } }
+       END { printf "%d %d %d", v["ListenOverflows"], v["ListenDrops"], v["TCPSynRetrans"] }' /proc/net/netstat
+}
+attack_run() { # name loadgen-args...
+  local name=$1
+  shift
+  local rss_file="$OUT/attack.$name.rss"
+  : >"$rss_file"
+  local before cpu_before tcp_before
+  before=$(rss_kib)
+  cpu_before=$(cpu_ticks "$SERVER_PID")
+  read -r -a tcp_before <<<"$(tcp_counters)"
+  "$LOADGEN" attack --url "ws://127.0.0.1:$PORT" --duration "$ATTACK_SECONDS" "$@" --json \
+    >"$OUT/attack.$name.part" 2>"$OUT/attack.$name.log" &
+  local gen=$!
+  for _ in $(seq 1 $(( (ATTACK_SECONDS + 20) * 2 ))); do
+    kill -0 "$gen" 2>/dev/null || break
+    rss_kib >>"$rss_file"
+    sleep 0.5
+  done
+  wait "$gen"
+  local result after cpu_after
+  result=$(cat "$OUT/attack.$name.part")
+  after=$(rss_kib)
+  cpu_after=$(cpu_ticks "$SERVER_PID")
+  local tcp_after
+  read -r -a tcp_after <<<"$(tcp_counters)"
+  echo "${result%\}}, \"server_cpu_s\": $(( cpu_after - cpu_before ))e-2, \"rss_before_kib\": $before, \"rss_after_kib\": $after, \"rss_samples_kib\": [$(paste -sd, "$rss_file")], \"listen_overflows\": $(( tcp_after[0] - tcp_before[0] )), \"listen_drops\": $(( tcp_after[1] - tcp_before[1] )), \"syn_retransmits\": $(( tcp_after[2] - tcp_before[2] ))}" \
+    >"$OUT/attack.$name.json"
+  echo "  done: attack step, $name" >&2
+}
+start_server wsgate --max-pending "$ATTACK_PENDING"
+sleep 1
+attack_run honest $HONEST
+attack_run attacked $HONEST --silent $(( ATTACK_PENDING * 2 )) --flood "$ATTACK_FLOOD"
+stop_server
+
+python3 - "$OUT" "$ATTACK_PENDING" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 load = lambda name: json.loads((out / f"{name}.json").read_text())
@@ -161,6 +217,11 @@ def runs(name):
     """Sums the slices of one measurement: counts, seconds and server CPU add up."""
     lines = [json.loads(l) for l in (out / f"{name}.jsonl").read_text().splitlines()]
     total = dict(lines[0])
+    if "failures" in total:
+        total["failures"] = {}
+        for l in lines:
+            for kind, n in l.get("failures", {}).items():
+                total["failures"][kind] = total["failures"].get(kind, 0) + n
     for key in ["accepted", "rejected", "errors", "seconds", "server_cpu_s", "received", "lost", "lagged", "expected"]:
         if key in total:
             total[key] = sum(l[key] for l in lines)
@@ -187,11 +248,11 @@ per_op = lambda r, key: r["server_cpu_s"] * 1e6 / r[key]
 rows.append(("server CPU us per handshake / per rejection", f"{per_op(w['handshake'], 'accepted'):.0f} / {per_op(reject, 'rejected'):.0f}", f"{per_op(b['handshake'], 'accepted'):.0f} / -", "", "(for reference)", ""))
 f_w, f_b = w["fanout1000"], b["fanout1000"]
 no_loss = f_w["lost"] == 0 and f_w["lagged"] == 0
-row("fan-out deliveries/s, R=1 N=1000 (lost: %d / %d)" % (f_w["lost"], f_b["lost"]), f_w["deliveries_per_s"], f_b["deliveries_per_s"], ">= 2x, no loss", f_w["deliveries_per_s"] >= 2 * f_b["deliveries_per_s"] and no_loss)
+row("fan-out deliveries/s, R=1 N=1000 (lost: %d / %d, refused: %d)" % (f_w["lost"], f_b["lost"], f_w["refused_by_server"]), f_w["deliveries_per_s"], f_b["deliveries_per_s"], ">= 2x, no loss", f_w["deliveries_per_s"] >= 2 * f_b["deliveries_per_s"] and no_loss)
 cpu = lambda r: r["server_cpu_s"] * 1e6 / (r["received"] / 1000)  # server CPU us per 1000 deliveries
 row("server CPU us per 1,000 deliveries (R=1 N=1000)", cpu(f_w), cpu(f_b), "lower", cpu(f_w) < cpu(f_b))
 l_w, l_b = w["fanout50x20"], b["fanout50x20"]
-row("p99 latency ms, R=50 N=20 rate=50 (lost: %d / %d)" % (l_w["lost"], l_b["lost"]), l_w["latency"]["p99_ms"], l_b["latency"]["p99_ms"], "<= 5 ms, no loss", l_w["latency"]["p99_ms"] <= 5 and l_w["lost"] == 0, "{:.2f}")
+row("p99 latency ms, R=50 N=20 rate=50 (lost: %d / %d, refused: %d)" % (l_w["lost"], l_b["lost"], l_w["refused_by_server"]), l_w["latency"]["p99_ms"], l_b["latency"]["p99_ms"], "<= 5 ms, no loss", l_w["latency"]["p99_ms"] <= 5 and l_w["lost"] == 0, "{:.2f}")
 per_conn = {}
 for which in ["wsgate", "baseline"]:
     rss, idle = load(f"idle.{which}.rss"), load(f"idle.{which}")
@@ -211,5 +272,50 @@ if two.exists():
     print()
     for r in rows[-2:]:
         print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
-(out / "summary.json").write_text(json.dumps({"rows": rows}, indent=1))
+# Every failure by kind (a 429 or 503 would show here), and lagged notices, loudly.
+problems = []
+for f in sorted(out.glob("*.json*")):
+    if f.name == "summary.json":
+        continue
+    for line in f.read_text().splitlines():
+        r = json.loads(line)
+        for key in ["failures", "flood_other"]:
+            if r.get(key) and not (key == "failures" and r.get("scenario") == "attack"):
+                side = " (the attacker's own flood, for information)" if key == "flood_other" else ""
+                problems.append(f"{f.name}: {key} {r[key]}{side}")
+        if r.get("lagged") or r.get("refused_by_server"):
+            problems.append(f"{f.name}: lagged {r.get('lagged')} refused_by_server {r.get('refused_by_server')}")
+print()
+print("errors by kind:" + (" none" if not problems else ""))
+for p in problems:
+    print("  " + p)
+
+# The attack step.
+a = {name: load(f"attack.{name}") for name in ["honest", "attacked"]}
+def rss_summary(r):
+    s = r["rss_samples_kib"] or [r["rss_before_kib"]]
+    half = s[len(s) // 2]
+    return s[0], half, s[-1], max(s)
+arows = [("what", "no attack", "under attack", "goal", "")]
+ok_all = all(r["success_pct"] == 100.0 for r in a.values())
+arows.append(("honest success % (ok / attempts)", *[f'{r["success_pct"]:.2f} ({r["accepted"]}/{r["attempts"]})' for r in a.values()], "100 %", "met" if ok_all else "NOT MET"))
+arows.append(("honest failures by kind", *[json.dumps(r["failures"]) if r["failures"] else "none" for r in a.values()], "", ""))
+arows.append(("honest p50 ms", *[f'{r["latency"]["p50_ms"]:.2f}' for r in a.values()], "", ""))
+p99_ok = all(r["latency"]["p99_ms"] <= 20 for r in a.values())
+arows.append(("honest p99 ms", *[f'{r["latency"]["p99_ms"]:.2f}' for r in a.values()], "<= 20 ms", "met" if p99_ok else "NOT MET"))
+arows.append(("honest handshakes taking >= 1 s (a dropped SYN)", *[f'{r["over_1s"]} ({100 * r["over_1s"] / max(r["accepted"], 1):.2f} %)' for r in a.values()], "", ""))
+arows.append(("honest max ms", *[f'{r["latency"]["max_ms"]:.2f}' for r in a.values()], "", ""))
+rs = {k: rss_summary(r) for k, r in a.items()}
+arows.append(("server RSS KiB: start / mid / end / peak", *["%d / %d / %d / %d" % rs[k] for k in a], "flat", ""))
+arows.append(("server RSS KiB after the run", *[str(r["rss_after_kib"]) for r in a.values()], "", ""))
+arows.append(("silent reopens/s, flood rejections/s", *[f'{r["silent_reopens_per_s"]:,.0f}, {r["flood_rejected_per_s"]:,.0f}' for r in a.values()], "", ""))
+arows.append(("kernel: listen overflows / SYN retransmits", *[f'{r["listen_overflows"]} / {r["syn_retransmits"]}' for r in a.values()], "", ""))
+arows.append(("server CPU s over the run", *[f'{r["server_cpu_s"]:.2f}' for r in a.values()], "", ""))
+aw = [max(len(str(r[i])) for r in arows) for i in range(5)]
+print()
+print("pending budget %d under attack: %d honest loops at %d/s each; attack: %d silent sockets, %d flood loops, %d s" % (
+    int(sys.argv[2]), a["attacked"]["honest"], a["attacked"]["honest_rate"], a["attacked"]["silent"], a["attacked"]["flood"], a["attacked"]["seconds"]))
+for r in arows:
+    print("  ".join(str(c).ljust(aw[i]) if i == 0 else str(c).rjust(aw[i]) for i, c in enumerate(r)))
+(out / "summary.json").write_text(json.dumps({"rows": rows, "attack": arows}, indent=1))
 PY
