@@ -162,7 +162,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
                     let reply = match request {
                         Request::Done => None,
                         Request::Reply(reply) => Some(reply),
-                        Request::Refresh(token) => match self.refresh(&token).await {
+                        // Boxed, as the close below: rare paths whose state would otherwise be
+                        // part of every idle connection's future.
+                        Request::Refresh(token) => match Box::pin(self.refresh(&token)).await {
                             Refreshed::Until(exp) => {
                                 warned = false;
                                 expiry = self.next_expiry(warned);
@@ -197,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
             }
         };
         if let Some(frame) = close {
-            close_with(&mut self.ws, frame).await;
+            Box::pin(close_with(&mut self.ws, frame)).await;
         }
     }
 
