@@ -18,6 +18,15 @@ fn refresh(token: &str) -> String {
     serde_json::json!({"type": "refresh", "token": token}).to_string()
 }
 
+/// Connects to `lobby` with `token` in the query, reading nothing yet.
+async fn connect_with(server: &TestServer, token: &str) -> Client {
+    let (client, _) = server
+        .connect(&format!("/ws/chat/lobby?token={token}"), &[])
+        .await
+        .unwrap();
+    client
+}
+
 /// A server with no leeway, so expiry is exact to the second.
 async fn server() -> TestServer {
     TestServer::start(config().with(|c| {
@@ -33,13 +42,7 @@ async fn server() -> TestServer {
 async fn a_refresh_keeps_the_connection_past_the_old_exp() {
     let server = server().await;
     let exp = unix_now() + 2;
-    let (mut alice, _) = server
-        .connect(
-            &format!("/ws/chat/lobby?token={}", token_until("alice", exp, None)),
-            &[],
-        )
-        .await
-        .unwrap();
+    let mut alice = connect_with(&server, &token_until("alice", exp, None)).await;
     let welcome = next_json(&mut alice).await;
     assert_eq!(
         (welcome["type"].as_str(), welcome["exp"].as_i64()),
@@ -74,13 +77,7 @@ async fn a_refresh_keeps_the_connection_past_the_old_exp() {
 async fn refusals_keep_the_old_expiry_and_say_why() {
     let server = server().await;
     let exp = unix_now() + 3;
-    let (mut alice, _) = server
-        .connect(
-            &format!("/ws/chat/lobby?token={}", token_until("alice", exp, None)),
-            &[],
-        )
-        .await
-        .unwrap();
+    let mut alice = connect_with(&server, &token_until("alice", exp, None)).await;
     assert_eq!(next_json(&mut alice).await["type"], "welcome");
     assert_eq!(next_json(&mut alice).await["type"], "expiring");
     let later = unix_now() + 600;
@@ -174,10 +171,7 @@ fn claims_for(sub: &str, jti: Option<&str>, iat: Option<i64>) -> String {
 
 /// Connects with `token` in the query and reads the welcome.
 async fn join_with(server: &TestServer, token: &str) -> Client {
-    let (mut client, _) = server
-        .connect(&format!("/ws/chat/lobby?token={token}"), &[])
-        .await
-        .unwrap();
+    let mut client = connect_with(server, token).await;
     assert_eq!(next_json(&mut client).await["type"], "welcome");
     client
 }
