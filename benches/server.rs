@@ -77,32 +77,36 @@ fn fanout(c: &mut Criterion) {
     const MEMBERS: usize = 1000;
     let mut group = c.benchmark_group("fanout_one_message_to_1000_members");
 
-    // wsgate: serialize once, every member gets a reference-counted clone of the same bytes.
-    let settings = RoomSettings {
-        buffer: 16,
-        ..RoomSettings::default()
-    };
-    let rooms = Rooms::new(settings);
-    let mut members: Vec<_> = (0..MEMBERS).map(|i| rooms.join("lobby", &format!("m{i}"))).collect();
-    let mut taken = Vec::with_capacity(64);
-    for m in &mut members {
-        // The join events (and the lag they cause in a 16-message room).
-        while m.try_take(&mut taken, 64, usize::MAX) > 0 || !taken.is_empty() {
-            taken.clear();
-        }
-    }
-    group.bench_function("wsgate_serialize_once", |b| {
-        b.iter(|| {
-            let json = serde_json::json!({"type": "message", "room": "lobby", "username": "alice", "message": black_box("hello, room")});
-            members[0].broadcast(Message::text(json.to_string()));
-            let mut bytes = 0;
-            for m in &mut members {
-                m.try_take(&mut taken, 64, usize::MAX);
-                bytes += taken.drain(..).map(|t| t.len()).sum::<usize>();
+    // wsgate: serialize once (with its seq, under the room's lock), every member gets a
+    // reference-counted clone of the same bytes. Once without history, once with the default
+    // 100 messages of history (PROTOCOL.md §10): the ring is then 100 long instead of 16.
+    for (name, history) in [("wsgate_serialize_once", 0), ("wsgate_serialize_once_history_100", 100)] {
+        let settings = RoomSettings {
+            buffer: 16,
+            history,
+            ..RoomSettings::default()
+        };
+        let rooms = Rooms::new(settings);
+        let mut members: Vec<_> = (0..MEMBERS).map(|i| rooms.join("lobby", &format!("m{i}"))).collect();
+        let mut taken = Vec::with_capacity(64);
+        for m in &mut members {
+            // The join events (and the lag they cause in a 16-message room).
+            while m.try_take(&mut taken, 64, usize::MAX) > 0 || !taken.is_empty() {
+                taken.clear();
             }
-            bytes
-        })
-    });
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                members[0].say(black_box("hello, room"));
+                let mut bytes = 0;
+                for m in &mut members {
+                    m.try_take(&mut taken, 64, usize::MAX);
+                    bytes += taken.drain(..).map(|t| t.len()).sum::<usize>();
+                }
+                bytes
+            })
+        });
+    }
 
     // Typical: a struct on the channel, each member serializes its own copy.
     #[derive(Clone, serde::Serialize)]

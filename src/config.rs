@@ -141,6 +141,12 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// Above this many members a room no longer announces `join` and `leave`. Default 100.
     pub presence_limit: usize,
+    /// Messages a room keeps for clients that resume (`?since=`, PROTOCOL.md §10); 0 turns
+    /// history off. Default 100.
+    pub history: usize,
+    /// How long a message stays in history; an empty room is freed this long after its
+    /// newest message. Default 5 minutes.
+    pub history_ttl: Duration,
     /// Serve the demo page at `/`. Default off; dev mode turns it on.
     pub demo: bool,
     /// Mint tokens at `GET /dev/token?sub=NAME` with the primary key, for loopback clients
@@ -183,6 +189,8 @@ impl Default for Config {
             room_buffer: 256,
             max_queued_bytes: 64 << 20,
             presence_limit: 100,
+            history: 100,
+            history_ttl: Duration::from_secs(300),
             demo: false,
             dev_tokens: false,
             #[cfg(feature = "redis")]
@@ -226,6 +234,8 @@ impl Config {
             room_queued_bytes: self.max_queued_bytes / 8,
             max_queued_bytes: self.max_queued_bytes,
             presence_limit: self.presence_limit,
+            history: self.history,
+            history_ttl: self.history_ttl,
         }
     }
 
@@ -269,6 +279,12 @@ impl Config {
         }
         if self.room_buffer == 0 || self.room_buffer > 1 << 16 {
             return fail("room buffer must be 1 to 65536 messages");
+        }
+        if self.history > 1 << 16 {
+            return fail("history must be 0 to 65536 messages");
+        }
+        if self.history_ttl.is_zero() || self.history_ttl > MAX_DURATION {
+            return fail("history TTL must be 1 s to 365 days");
         }
         if self.max_queued_bytes < 8 * self.max_message_size {
             return fail("max queued bytes must be at least 8 times the max message size (a room holds an eighth)");

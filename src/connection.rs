@@ -25,7 +25,7 @@ use crate::jwt::unix_now;
 use crate::messages::{self, Incoming, Welcome};
 use crate::metrics::Metrics;
 use crate::revocation::Registration;
-use crate::room::Membership;
+use crate::room::{Membership, Position};
 use crate::shutdown::Shutdown;
 
 /// Most messages written per flush, so a busy room cannot starve the rest of the loop.
@@ -88,12 +88,25 @@ enum Expiry {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
-    /// Runs until the client leaves, breaks a rule, expires, or the server shuts down.
-    pub async fn run(mut self, mut shutdown: Shutdown) {
+    /// Runs until the client leaves, breaks a rule, expires, or the server shuts down. The
+    /// welcome reports `position`; `missed` follows it: what a resumed client missed (with
+    /// Redis; on one node the membership reads them from the room's history).
+    pub async fn run(mut self, mut shutdown: Shutdown, position: Position, missed: Vec<Message>) {
         let config = self.config;
         let identity = &self.identity;
-        let welcome = Welcome::new(self.membership.room(), &identity.username, identity.expires_at);
-        if self.ws.send(messages::text(&welcome)).await.is_err() {
+        let welcome = Welcome::new(
+            self.membership.room(),
+            &identity.username,
+            identity.expires_at,
+            &position,
+        );
+        let welcome = messages::text(&welcome);
+        drop(position);
+        let greeted = async {
+            self.ws.feed(welcome).await?;
+            self.deliver(0, missed).await
+        };
+        if !matches!(timeout(config.write_timeout, greeted).await, Ok(Ok(()))) {
             return;
         }
 
@@ -222,9 +235,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
         match (incoming.r#type.as_deref(), incoming.message, incoming.token) {
             (None, Some(message), _) => {
                 self.metrics.received();
-                let room = self.membership.room();
-                self.membership
-                    .broadcast(messages::chat(room, &self.identity.username, &message));
+                self.membership.say(&message);
                 Request::Done
             }
             (None, None, _) => error(NOT_A_MESSAGE),

@@ -8,6 +8,8 @@
 //! 1. **Route**: the path is `/ws/chat/{room}` and the method `GET`. Other paths are not the
 //!    gate's (the server answers `/healthz`, `/metrics` and the demo before asking it).
 //! 2. **Room name**: 1–64 characters of `[A-Za-z0-9_.-]`, checked before anything reads it.
+//!    With it, `since` (PROTOCOL.md §10): absent or one `<epoch>:<seq>`. Both describe what
+//!    the request asks for, not who asks, so a malformed one is a `400` for anyone.
 //! 3. **Upgrade headers** (RFC 6455 §4.2.1): a request that cannot become a WebSocket is a
 //!    `400`, whatever its credential; checking it first means no token is verified for a
 //!    request we could never accept.
@@ -56,13 +58,13 @@ use tracing::debug;
 
 use crate::auth::{Authenticator, Identity};
 use crate::config::Config;
-use crate::credentials::{Carrier, Carriers};
+use crate::credentials::{Carrier, Carriers, percent_decode};
 use crate::handshake::Upgrade;
 use crate::head::RequestHead;
 use crate::origin::OriginPolicy;
 use crate::rejection::Rejection;
 use crate::revocation::Revocations;
-use crate::room;
+use crate::room::{self, Since};
 
 /// The path prefix of chat rooms: `/ws/chat/{room}`.
 pub const CHAT_PATH: &str = "/ws/chat/";
@@ -77,6 +79,8 @@ pub struct Admission {
     pub carrier: Carrier,
     /// The accept key and subprotocol for the `101`.
     pub upgrade: Upgrade,
+    /// Where a reconnecting client left off (`?since=`), to resume from.
+    pub since: Option<Since>,
     /// The session id, when the credential was a session cookie: open connections are
     /// re-checked against it. A secret: never logged.
     pub(crate) session: Option<String>,
@@ -89,6 +93,7 @@ impl std::fmt::Debug for Admission {
             .field("room", &self.room)
             .field("carrier", &self.carrier)
             .field("upgrade", &self.upgrade)
+            .field("since", &self.since)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +143,7 @@ impl<A: Authenticator> Gate<A> {
         step("method", get)?;
         // 2. Room name.
         step("room name", room::check_name(room))?;
+        let since = step("since", since(head))?;
         // 3. Upgrade headers.
         let upgrade = step("upgrade headers", Upgrade::check(head, &self.protocols))?;
         // 4. Origin, for the carrier the credential is in.
@@ -173,9 +179,27 @@ impl<A: Authenticator> Gate<A> {
             room: room.to_owned(),
             carrier: credential.carrier(),
             upgrade,
+            since,
             session,
         })
     }
+}
+
+/// The `since` query parameter (PROTOCOL.md §10): absent, or exactly one well-formed value.
+fn since(head: &RequestHead) -> Result<Option<Since>, Rejection> {
+    let mut found = None;
+    for pair in head.query().unwrap_or("").split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(name).as_deref() != Some("since") {
+            continue;
+        }
+        if found.is_some() {
+            return Err(Rejection::BadRequest("since must be given once".into()));
+        }
+        let value = percent_decode(value).unwrap_or_default();
+        found = Some(Since::parse(&value)?);
+    }
+    Ok(found)
 }
 
 /// One step's outcome, logged at debug level (`RUST_LOG=wsgate=debug`) so an operator can see

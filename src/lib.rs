@@ -59,6 +59,7 @@ pub mod rejection;
 #[cfg(feature = "redis")]
 pub mod relay;
 pub mod revocation;
+mod ring;
 pub mod room;
 mod routes;
 pub mod server;

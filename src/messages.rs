@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::room::Position;
+
 /// What a client sends: a chat message `{"message":"…"}` (no `type`), or a typed request such
 /// as `{"type":"refresh","token":"…"}`. Other members are ignored, `username` included: the
 /// username always comes from the credential.
@@ -29,16 +31,26 @@ pub(crate) struct Welcome<'a> {
     pub message: String,
     /// The credential's expiry (Unix seconds), or `null`.
     pub exp: Option<i64>,
+    /// The room's history (PROTOCOL.md §10).
+    pub epoch: &'a str,
+    /// The last `seq` in the room.
+    pub seq: u64,
+    /// Whether `since` was resumed; absent when the client gave none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
 }
 
 impl<'a> Welcome<'a> {
-    pub fn new(room: &'a str, username: &'a str, exp: Option<i64>) -> Welcome<'a> {
+    pub fn new(room: &'a str, username: &'a str, exp: Option<i64>, position: &'a Position) -> Welcome<'a> {
         Welcome {
             r#type: "welcome",
             room,
             username,
             message: format!("Welcome, {username}!"),
             exp,
+            epoch: &position.epoch,
+            seq: position.seq,
+            recovered: position.recovered,
         }
     }
 }
@@ -66,21 +78,28 @@ pub(crate) fn refreshed(exp: i64) -> Message {
     })
 }
 
-/// `{"type":"message",…}`, to every member of the room, the sender included.
+/// `{"type":"message",…,"seq":N}`, to every member of the room, the sender included.
+///
+/// `seq` is last, and absent until it is known: with Redis, the node sends the JSON without
+/// it and Redis writes `,"seq":N` before the closing brace (see `relay`).
 #[derive(Serialize)]
-pub(crate) struct Chat<'a> {
-    pub r#type: &'static str,
-    pub room: &'a str,
-    pub username: &'a str,
-    pub message: &'a str,
+struct Chat<'a> {
+    r#type: &'static str,
+    room: &'a str,
+    username: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
-/// `{"type":"join"|"leave",…}`, to the other members.
+/// `{"type":"join"|"leave",…,"seq":N}`, to the other members.
 #[derive(Serialize)]
 struct Presence<'a> {
     r#type: &'static str,
     room: &'a str,
     username: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
 /// `{"type":"lagged","missed":N}`: N messages this member will not get. `None` (`null`):
@@ -98,39 +117,44 @@ struct ErrorReply<'a> {
     error: &'a str,
 }
 
-/// A chat message for the whole room.
-pub(crate) fn chat(room: &str, username: &str, message: &str) -> Message {
-    text(&Chat {
+/// A chat message for the whole room, as JSON.
+pub(crate) fn chat(room: &str, username: &str, message: &str, seq: Option<u64>) -> String {
+    json(&Chat {
         r#type: "message",
         room,
         username,
         message,
+        seq,
     })
 }
 
-/// `join` (`joined = true`) or `leave`.
-pub(crate) fn presence(joined: bool, room: &str, username: &str) -> Message {
-    text(&Presence {
+/// `join` (`joined = true`) or `leave`, as JSON.
+pub(crate) fn presence(joined: bool, room: &str, username: &str, seq: Option<u64>) -> String {
+    json(&Presence {
         r#type: if joined { "join" } else { "leave" },
         room,
         username,
+        seq,
     })
 }
 
-/// `{"type":"notice","room":R,"message":M}`: text from the server (or its operator).
+/// `{"type":"notice","room":R,"message":M,"seq":N}`: text from the server (or its operator).
 #[derive(Serialize)]
 struct Notice<'a> {
     r#type: &'static str,
     room: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
-/// A server notice for the whole room.
-pub(crate) fn notice(room: &str, message: &str) -> Message {
-    text(&Notice {
+/// A server notice for the whole room, as JSON.
+pub(crate) fn notice(room: &str, message: &str, seq: Option<u64>) -> String {
+    json(&Notice {
         r#type: "notice",
         room,
         message,
+        seq,
     })
 }
 
@@ -149,5 +173,9 @@ pub(crate) fn error(error: &str) -> Message {
 
 /// Serializes `value` once into a text message whose payload can be shared by every member.
 pub(crate) fn text<T: Serialize>(value: &T) -> Message {
-    Message::text(serde_json::to_string(value).expect("our message structs hold only strings and numbers"))
+    Message::text(json(value))
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("our message structs hold only strings and numbers")
 }

@@ -16,6 +16,8 @@ use crate::rejection::{Outcome, Reason, Rejection};
 pub struct Gauges {
     /// Rooms with at least one member.
     pub rooms_active: usize,
+    /// Rooms without members kept for their history.
+    pub rooms_kept: usize,
     /// Sockets not yet admitted.
     pub pending_sockets: usize,
     /// Bytes held in the rooms' rings.
@@ -201,6 +203,13 @@ impl Metrics {
         let _ = writeln!(out, "wsgate_rooms_active {}", gauges.rooms_active);
         describe(
             &mut out,
+            "wsgate_rooms_kept",
+            "gauge",
+            "Rooms without members kept until their history expires (PROTOCOL.md §10).",
+        );
+        let _ = writeln!(out, "wsgate_rooms_kept {}", gauges.rooms_kept);
+        describe(
+            &mut out,
             "wsgate_pending_sockets",
             "gauge",
             "Sockets accepted but not yet admitted (reading a head, being decided or refused).",
@@ -210,7 +219,7 @@ impl Metrics {
             &mut out,
             "wsgate_queued_bytes",
             "gauge",
-            "Bytes of messages held in the rooms' rings (the last messages, kept for members that fall behind).",
+            "Bytes of messages held in the rooms' rings (kept for members that fall behind and for history).",
         );
         let _ = writeln!(out, "wsgate_queued_bytes {}", gauges.queued_bytes);
         describe(

@@ -199,7 +199,7 @@ impl<A: Authenticator> Server<A> {
         let coordinator = Coordinator::new();
         tokio::pin!(shutdown);
         let (sweep_stop, sweep_running) = coordinator.task();
-        tokio::spawn(sweep_sessions(self.shared.clone(), sweep_stop, sweep_running));
+        tokio::spawn(sweep(self.shared.clone(), sweep_stop, sweep_running));
         let config = &self.shared.config;
         if let (Some(admin), Some(key)) = (&self.admin, &config.admin_key) {
             match admin.try_clone().and_then(TcpListener::from_std) {
@@ -275,11 +275,12 @@ impl<A> Server<A> {
     }
 }
 
-/// Re-checks the sessions of open connections: one slot of them a second, so each is checked
-/// once per `session_recheck` and a node with many session connections spreads its store
-/// lookups evenly instead of sending them all at once. A gone or expired session closes its
-/// connection with `4401 session ended`; a store error keeps it.
-async fn sweep_sessions<A: Authenticator>(shared: Arc<Shared<A>>, mut shutdown: Shutdown, _running: Running) {
+/// Once a second: frees the rooms kept for history that expired, and re-checks the sessions
+/// of open connections, one slot of them, so each is checked once per `session_recheck` and a
+/// node with many session connections spreads its store lookups evenly instead of sending
+/// them all at once. A gone or expired session closes its connection with `4401 session
+/// ended`; a store error keeps it.
+async fn sweep<A: Authenticator>(shared: Arc<Shared<A>>, mut shutdown: Shutdown, _running: Running) {
     let slots = shared.config.session_recheck.as_secs().max(1);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -289,6 +290,7 @@ async fn sweep_sessions<A: Authenticator>(shared: Arc<Shared<A>>, mut shutdown: 
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
         }
+        shared.rooms.sweep(tokio::time::Instant::now());
         for (id, session) in revocations.sessions_in_slot(slot, slots) {
             match shared.gate.authenticator().session_alive(&session).await {
                 Ok(true) => {}

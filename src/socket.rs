@@ -92,6 +92,7 @@ impl<A: Authenticator> Socket<A> {
         if !request.head.path().starts_with(CHAT_PATH) {
             let gauges = Gauges {
                 rooms_active: shared.rooms.active(),
+                rooms_kept: shared.rooms.kept(),
                 pending_sockets: shared.pending.len(),
                 queued_bytes: shared.rooms.queued_bytes(),
                 revocations: shared.gate.revocations().len(),
@@ -176,9 +177,10 @@ impl<A: Authenticator> Socket<A> {
             Err(close) => return connection::close_with(&mut ws, close.frame()).await,
         };
         let _open = shared.metrics.connection_opened();
+        let entered = shared.rooms.enter(room, user, admission.since.as_ref()).await;
         let connection = Connection {
             ws,
-            membership: shared.rooms.join(room, user),
+            membership: entered.membership,
             identity: admission.identity,
             config,
             metrics: &shared.metrics,
@@ -186,7 +188,7 @@ impl<A: Authenticator> Socket<A> {
             registration,
             revoked,
         };
-        connection.run(shutdown).await;
+        connection.run(shutdown, entered.position, entered.missed).await;
         debug!(%peer, "connection closed");
         drop(places);
     }

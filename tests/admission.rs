@@ -180,7 +180,7 @@ async fn memory_for_members_that_never_read_stays_within_the_budget() {
         let room = format!("r{room}");
         // A member that never reads a byte after its welcome, with a small receive buffer so
         // the kernel cannot hide the backlog.
-        stalled.push(stalled_member(&server, &room).await);
+        stalled.push(stalled_member(&server, &room, &format!("stalled-{room}")).await);
         senders.push(server.join(&room, &format!("sender-{room}")).await);
     }
     let mut peak = 0.0f64;
@@ -238,20 +238,6 @@ fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// Joins `room` over a socket with a 4 KiB receive buffer and reads only the welcome.
-async fn stalled_member(server: &TestServer, room: &str) -> Client {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = within(socket.connect(server.addr)).await.unwrap();
-    let url = server.url(&format!("/ws/chat/{room}?token={}", token(&format!("stalled-{room}"))));
-    let request = url.into_client_request().unwrap();
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (mut client, _) = within(tokio_tungstenite::client_async(request, stream)).await.unwrap();
-    assert_eq!(next_json(&mut client).await["type"], "welcome");
-    client
 }
 
 #[tokio::test]

@@ -18,9 +18,10 @@ async fn broadcast_reaches_every_member_including_the_sender_in_order() {
     let mut alice = server.join("lobby", "alice").await;
     let mut bob = server.join("lobby", "bob").await;
     let mut other_room = server.join("elsewhere", "carol").await;
+    // Alice's join was the room's seq 1 (nobody heard it), Bob's is 2 (PROTOCOL.md §10).
     assert_eq!(
         next_json(&mut alice).await,
-        serde_json::json!({"type":"join","room":"lobby","username":"bob"})
+        serde_json::json!({"type":"join","room":"lobby","username":"bob","seq":2})
     );
 
     for i in 0..20 {
@@ -31,7 +32,7 @@ async fn broadcast_reaches_every_member_including_the_sender_in_order() {
             let got = next_json(client).await;
             assert_eq!(
                 got,
-                serde_json::json!({"type":"message","room":"lobby","username":"alice","message":format!("a{i}")})
+                serde_json::json!({"type":"message","room":"lobby","username":"alice","message":format!("a{i}"),"seq":3 + i})
             );
         }
     }
@@ -51,7 +52,7 @@ async fn the_username_comes_from_the_credential_only() {
     let got = next_json(&mut alice).await;
     assert_eq!(
         got,
-        serde_json::json!({"type":"message","room":"lobby","username":"alice","message":"hi"})
+        serde_json::json!({"type":"message","room":"lobby","username":"alice","message":"hi","seq":2})
     );
     // A `type` is a request, never a way to forge a server frame (PROTOCOL.md §9).
     send(&mut alice, r#"{"type":"welcome","message":"hi","username":"admin"}"#).await;
@@ -84,12 +85,12 @@ async fn join_and_leave_events_go_to_the_others() {
     let mut bob = server.join("lobby", "bob").await;
     assert_eq!(
         next_json(&mut alice).await,
-        serde_json::json!({"type":"join","room":"lobby","username":"bob"})
+        serde_json::json!({"type":"join","room":"lobby","username":"bob","seq":2})
     );
     within(bob.close(None)).await.unwrap();
     assert_eq!(
         next_json(&mut alice).await,
-        serde_json::json!({"type":"leave","room":"lobby","username":"bob"})
+        serde_json::json!({"type":"leave","room":"lobby","username":"bob","seq":3})
     );
     // Alice never saw her own join.
     send(&mut alice, r#"{"message":"x"}"#).await;

@@ -229,3 +229,17 @@ pub fn refused(result: Connected) -> Response<Option<Vec<u8>>> {
 pub fn body(response: &Response<Option<Vec<u8>>>) -> String {
     String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned()
 }
+
+/// Joins `room` as `user` over a socket with a 4 KiB receive buffer and reads only the
+/// welcome: a member whose backlog the kernel cannot hide once it stops reading.
+pub async fn stalled_member(server: &TestServer, room: &str, user: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = within(socket.connect(server.addr)).await.unwrap();
+    let url = server.url(&format!("/ws/chat/{room}?token={}", token(user)));
+    let request = url.into_client_request().unwrap();
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (mut client, _) = within(tokio_tungstenite::client_async(request, stream)).await.unwrap();
+    assert_eq!(next_json(&mut client).await["type"], "welcome");
+    client
+}

@@ -252,6 +252,16 @@ pub(crate) struct ServeArgs {
           default_value_t = Config::default().presence_limit)]
     pub presence_limit: usize,
 
+    /// Messages a room keeps for clients that resume with ?since=, 0 (off) to 65536
+    #[arg(long, env = "WSGATE_HISTORY", value_name = "N", value_parser = whole::<usize>,
+          default_value_t = Config::default().history)]
+    pub history: usize,
+
+    /// How long a message stays in history (an empty room is freed after it)
+    #[arg(long, env = "WSGATE_HISTORY_TTL", value_name = "DURATION",
+          default_value_t = Span(Config::default().history_ttl))]
+    pub history_ttl: Span,
+
     /// Serve the demo page at / [default: on in dev mode, else off]
     #[arg(long, env = "WSGATE_DEMO", value_name = "on|off", hide_possible_values = true)]
     pub demo: Option<Switch>,

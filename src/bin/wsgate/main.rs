@@ -211,6 +211,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     config.session_recheck = args.session_recheck.0;
     config.max_queued_bytes = args.max_queued_bytes;
     config.presence_limit = args.presence_limit;
+    config.history = args.history;
+    config.history_ttl = args.history_ttl.0;
     config.handshake_timeout = args.handshake_timeout.0;
     config.max_message_size = args.max_message_size;
     config.rate_limit = args.rate_limit;
