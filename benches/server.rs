@@ -11,7 +11,6 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokio::sync::broadcast;
-use tokio_tungstenite::tungstenite::Message;
 use wsgate::Config;
 use wsgate::auth::JwtAuthenticator;
 use wsgate::credentials::{Carriers, select_protocol};

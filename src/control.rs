@@ -63,19 +63,6 @@ impl Control {
         }
     }
 
-    /// A notice for `room` from `origin`.
-    pub fn publish(room: &str, message: &str, origin: &str) -> Control {
-        Control {
-            revoke: None,
-            publish: Some(Notice {
-                room: room.to_owned(),
-                message: message.to_owned(),
-            }),
-            at: None,
-            origin: Some(origin.to_owned()),
-        }
-    }
-
     /// The JSON on the wire.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("control messages hold only strings and numbers")
@@ -108,7 +95,10 @@ pub(crate) fn apply(payload: &[u8], node_id: &str, rooms: &Rooms, revocations: &
     if let Some(notice) = &control.publish
         && room::check_name(&notice.room).is_ok()
     {
-        rooms.publish_notice(&notice.room, &notice.message);
+        // Every node gets this, so none may put it into the room's history (it would be there
+        // once per node): each delivers it to its own members, without a seq.
+        let json = crate::messages::notice(&notice.room, &notice.message, None);
+        rooms.deliver_local(&notice.room, tokio_tungstenite::tungstenite::Message::text(json));
     }
     let revoke = control.revoke.as_ref()?;
     revocations.revoke_at(revoke, control.at.unwrap_or_else(unix_now));

@@ -84,12 +84,9 @@ impl Handle {
     }
 
     /// Sends `{"type":"notice","room":…,"message":…}` to every member of `room`, on every node.
+    /// With Redis it goes through the room's history, with a `seq` like any message.
     pub fn publish(&self, room: &str, message: &str) {
         self.rooms.publish_notice(room, message);
-        #[cfg(feature = "redis")]
-        if let Some(relay) = &self.relay {
-            relay.control(&crate::control::Control::publish(room, message, relay.node_id()), 0);
-        }
     }
 
     /// Asks the server to shut down as if its shutdown future had completed.

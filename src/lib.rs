@@ -54,6 +54,8 @@ pub mod metrics;
 pub mod origin;
 mod pending;
 #[cfg(feature = "redis")]
+mod redis_history;
+#[cfg(feature = "redis")]
 mod redis_sessions;
 pub mod rejection;
 #[cfg(feature = "redis")]

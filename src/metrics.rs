@@ -103,6 +103,15 @@ impl Metrics {
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Whether the link to Redis is up; `None` without Redis.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn redis_is_up(&self) -> Option<bool> {
+        match self.redis_up.load(Relaxed) {
+            -1 => None,
+            up => Some(up == 1),
+        }
+    }
+
     pub(crate) fn redis_reconnect(&self) {
         self.redis_reconnects.fetch_add(1, Relaxed);
     }

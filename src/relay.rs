@@ -1,23 +1,25 @@
 //! Rooms across several nodes through Redis pub/sub, and sessions kept in Redis (PROTOCOL.md §8).
 //!
-//! Each node keeps its rooms exactly as a single node does; the relay adds a second path for
-//! room traffic. A node subscribes to a room's channel (`wsgate:room:{room}`) when its first
-//! local member joins and unsubscribes when the last one leaves, so Redis sends each node only
-//! the rooms it has members in (no pattern subscription to everything). A message goes to the
-//! local members directly and is published once, tagged with the node's id; a node drops its
-//! own publications when they come back. One connection publishes, in the order the messages
-//! were sent, so every sender's order holds on every node.
+//! Each node keeps its rooms as a single node does, but a room's messages travel through
+//! Redis: a node subscribes to a room's channel (`wsgate:room:{room}`) when its first local
+//! member joins and unsubscribes when the last one leaves, so Redis sends each node only the
+//! rooms it has members in. A message is handed to the history script (see
+//! `redis_history`), which gives it its `seq`, keeps it for resuming clients and publishes
+//! it; every node, the sender's included, delivers it to its members from there. So every
+//! node delivers a room's messages in the one order Redis gave them, each exactly once. One
+//! connection publishes, in the order the messages were sent, pipelined.
 //!
-//! When Redis goes away, local rooms keep working. The subscriber reconnects with backoff,
-//! resubscribes the rooms that have local members, and counts it
+//! When Redis goes away, local rooms keep working: a message that cannot reach Redis is
+//! delivered to the members on its own node, without a `seq`. The subscriber reconnects with
+//! backoff, resubscribes the rooms that have local members, and counts it
 //! (`wsgate_redis_reconnects_total`, `wsgate_redis_up`). The members of every local room are
 //! told `{"type":"lagged","missed":null}` the moment the link breaks: messages from other
 //! nodes may be missing, and nothing is lost silently.
 //!
 //! Bounded everywhere: outgoing messages wait in a bounded queue (dropped and counted when
-//! Redis cannot keep up). Incoming ones go straight into each room's bounded broadcast
-//! channel; the reader never waits on a member, so the crate's own unbounded pub/sub buffer
-//! only holds what arrived since the reader's last turn.
+//! Redis cannot keep up). Incoming ones go straight into each room's bounded ring; the reader
+//! never waits on a member, so the crate's own unbounded pub/sub buffer only holds what
+//! arrived since the reader's last turn.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -31,8 +33,9 @@ use tracing::{info, warn};
 
 use crate::control::{self, Control};
 use crate::metrics::Metrics;
+use crate::redis_history::{self, Keep, channel};
 use crate::revocation::Revocations;
-use crate::room::{Bridge, Rooms, WeakRooms};
+use crate::room::{BoxFuture, Bridge, Rooms, Since, Synced, WeakRooms};
 
 pub use crate::redis_sessions::RedisSessionStore;
 use crate::redis_sessions::bounded;
@@ -43,10 +46,6 @@ const CHANNEL_PREFIX: &str = "wsgate:room:";
 /// Outgoing messages that may wait for Redis before new ones are dropped (and counted).
 const OUTGOING_QUEUE: usize = 8192;
 
-fn channel(room: &str) -> String {
-    format!("{CHANNEL_PREFIX}{room}")
-}
-
 enum Command {
     Subscribe(String),
     Unsubscribe(String),
@@ -54,8 +53,10 @@ enum Command {
 
 /// Work for the publishing connection, in order.
 enum Outgoing {
-    /// A frame for a room on other nodes: (room, JSON text).
+    /// A message for a room, without its seq: (room, JSON text).
     Room(String, String),
+    /// Renew a room's history counter: it has members here.
+    Touch(String),
     /// A control message (`wsgate:control`).
     Control(String),
     /// A revocation to keep for nodes that start later: (key, value, TTL in seconds).
@@ -72,6 +73,9 @@ pub(crate) struct Relay {
     /// The receiving ends, until `start` hands them to the tasks.
     pending: Mutex<Option<(mpsc::UnboundedReceiver<Command>, mpsc::Receiver<Outgoing>)>>,
     metrics: Arc<Metrics>,
+    keep: Keep,
+    /// For the joins' history reads, with the script's hash (the publisher has its own).
+    reader: Mutex<Option<(redis::aio::MultiplexedConnection, String)>>,
 }
 
 impl fmt::Debug for Relay {
@@ -85,7 +89,7 @@ impl fmt::Debug for Relay {
 impl Relay {
     /// A relay through the Redis at `url`. Fails only on a URL that cannot be used; Redis
     /// being down is handled by reconnecting.
-    pub(crate) fn new(url: &str, metrics: Arc<Metrics>) -> Result<Arc<Relay>, redis::RedisError> {
+    pub(crate) fn new(url: &str, metrics: Arc<Metrics>, keep: Keep) -> Result<Arc<Relay>, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
@@ -100,6 +104,8 @@ impl Relay {
             outgoing,
             pending: Mutex::new(Some((command_rx, outgoing_rx))),
             metrics,
+            keep,
+            reader: Mutex::new(None),
         }))
     }
 
@@ -130,13 +136,19 @@ impl Relay {
         let Some((commands, outgoing)) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        tokio::spawn(subscribe_loop(Arc::clone(self), commands, rooms, revocations));
-        tokio::spawn(publish_loop(
-            self.client.clone(),
-            self.node_id.clone(),
-            outgoing,
-            self.metrics.clone(),
-        ));
+        tokio::spawn(subscribe_loop(Arc::clone(self), commands, rooms.clone(), revocations));
+        tokio::spawn(publish_loop(Arc::clone(self), outgoing, rooms));
+    }
+
+    /// The connection for history reads, made when first needed and again after an error.
+    async fn reader(&self) -> Option<(redis::aio::MultiplexedConnection, String)> {
+        let cached = self.reader.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if cached.is_some() {
+            return cached;
+        }
+        let connected = connect_with_script(&self.client).await?;
+        *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(connected.clone());
+        Some(connected)
     }
 }
 
@@ -149,50 +161,93 @@ impl Bridge for Relay {
         let _ = self.commands.send(Command::Unsubscribe(room.to_owned()));
     }
 
-    fn publish(&self, room: &str, message: &Message) {
-        let Message::Text(text) = message else { return };
-        self.queue(Outgoing::Room(room.to_owned(), text.to_string()));
+    fn publish(&self, room: &str, json: String) {
+        self.queue(Outgoing::Room(room.to_owned(), json));
+    }
+
+    fn sync<'a>(
+        &'a self,
+        room: &'a str,
+        presence: Option<String>,
+        since: Option<&'a Since>,
+    ) -> BoxFuture<'a, Option<Synced>> {
+        Box::pin(async move {
+            if self.metrics.redis_is_up() != Some(true) {
+                return None;
+            }
+            // Twice: the cached connection may have died with a Redis that has since restarted.
+            for attempt in 0..2 {
+                let (mut conn, script) = self.reader().await?;
+                match bounded(self.keep.sync(&mut conn, &script, room, presence.as_deref(), since)).await {
+                    Ok(synced) => return Some(synced),
+                    Err(e) => {
+                        if attempt == 1 {
+                            warn!(error = %e, "reading room history from redis failed");
+                        }
+                        *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
+                }
+            }
+            None
+        })
     }
 }
 
-/// Publishes queued messages in order, a pipeline per batch, over one connection.
-async fn publish_loop(
-    client: redis::Client,
-    node_id: String,
-    mut outgoing: mpsc::Receiver<Outgoing>,
-    metrics: Arc<Metrics>,
-) {
+/// Publishes queued messages in order, a pipeline per batch, over one connection. While
+/// Redis cannot be reached, room messages go to this node's members only (without a seq).
+async fn publish_loop(relay: Arc<Relay>, mut outgoing: mpsc::Receiver<Outgoing>, rooms: WeakRooms) {
+    let metrics = &relay.metrics;
     let mut connection = None;
     let mut batch = Vec::with_capacity(256);
     while outgoing.recv_many(&mut batch, 256).await > 0 {
-        if connection.is_none() {
-            connection = bounded(client.get_multiplexed_async_connection()).await.ok();
+        if metrics.redis_is_up() == Some(false) {
+            // The subscriber saw the link break: a write on the old connection would only
+            // fail after the timeout, and lose the batch.
+            connection = None;
         }
-        let Some(conn) = &mut connection else {
+        if connection.is_none() {
+            connection = connect_with_script(&relay.client).await;
+        }
+        let Some((conn, script)) = &mut connection else {
+            // Nothing of this batch reached Redis: local members still get the messages.
             metrics.relay_dropped(batch.len() as u64);
-            batch.clear();
+            let Some(rooms) = rooms.upgrade() else { return };
+            for outgoing in batch.drain(..) {
+                if let Outgoing::Room(room, json) = outgoing {
+                    rooms.deliver_local(&room, Message::text(json));
+                }
+            }
             continue;
         };
         let sent = batch.len() as u64;
         let mut pipe = redis::pipe();
         for outgoing in batch.drain(..) {
             match outgoing {
-                Outgoing::Room(room, text) => pipe
-                    .cmd("PUBLISH")
-                    .arg(channel(&room))
-                    .arg(format!("{node_id}\n{text}")),
-                Outgoing::Control(json) => pipe.cmd("PUBLISH").arg(control::CHANNEL).arg(json),
-                Outgoing::Store(key, value, ttl) => pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(ttl),
+                Outgoing::Room(room, json) => relay.keep.publish(&mut pipe, script, &room, &json),
+                Outgoing::Touch(room) => relay.keep.touch(&mut pipe, &room),
+                Outgoing::Control(json) => {
+                    pipe.cmd("PUBLISH").arg(control::CHANNEL).arg(json).ignore();
+                }
+                Outgoing::Store(key, value, ttl) => {
+                    pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(ttl).ignore();
+                }
             }
-            .ignore();
         }
         if let Err(e) = bounded(pipe.query_async::<()>(conn)).await {
-            // The whole batch may be lost: count it, so the loss is visible.
+            // Sent, but how much of it ran is unknown: count the whole batch as lost rather
+            // than risk delivering a message twice.
             warn!(error = %e, "publishing to redis failed");
             metrics.relay_dropped(sent);
             connection = None;
         }
     }
+}
+
+/// A connection with the history script loaded, and the script's hash.
+async fn connect_with_script(client: &redis::Client) -> Option<(redis::aio::MultiplexedConnection, String)> {
+    let mut conn = bounded(client.get_multiplexed_async_connection()).await.ok()?;
+    let script = bounded(redis_history::load(&mut conn)).await.ok()?;
+    Some((conn, script))
 }
 
 /// Keeps a subscription per local room and hands what other nodes publish to local members.
@@ -225,6 +280,9 @@ async fn subscribe_loop(
                 // Revocations made while this node was away (or before it started).
                 load_revocations(client, &revocations).await;
                 metrics.redis_up(true);
+                if let Some(rooms) = rooms.upgrade() {
+                    rooms.set_linked(None, true);
+                }
                 backoff = Duration::from_millis(100);
                 if ever_up {
                     info!(rooms = channels.len(), "reconnected to redis, rooms resubscribed");
@@ -234,16 +292,28 @@ async fn subscribe_loop(
                 // One task owns the subscription: commands (join/leave of a room's first or last
                 // local member) and publications interleave here, so a subscribe can never race
                 // an unsubscribe of the same room.
+                let mut touch = tokio::time::interval((relay.keep.ttl / 2).max(Duration::from_secs(1)));
                 loop {
                     tokio::select! {
                         command = commands.recv() => {
-                            let result = match command {
+                            let (result, room, linked) = match command {
                                 None => return, // the rooms are gone: the server stopped
-                                Some(Command::Subscribe(room)) => bounded(sink.subscribe(channel(&room))).await,
-                                Some(Command::Unsubscribe(room)) => bounded(sink.unsubscribe(channel(&room))).await,
+                                Some(Command::Subscribe(room)) => (bounded(sink.subscribe(channel(&room))).await, room, true),
+                                Some(Command::Unsubscribe(room)) => (bounded(sink.unsubscribe(channel(&room))).await, room, false),
                             };
                             if result.is_err() {
                                 break;
+                            }
+                            // Now nothing published to the room can pass this node by.
+                            let Some(rooms) = rooms.upgrade() else { return };
+                            rooms.set_linked(Some(&room), linked);
+                        }
+                        _ = touch.tick() => {
+                            // Connected clients keep their epoch: renew the counters of the
+                            // rooms that have members here.
+                            let Some(rooms) = rooms.upgrade() else { return };
+                            for room in rooms.names() {
+                                relay.queue(Outgoing::Touch(room));
                             }
                         }
                         message = stream.next() => match message {
@@ -262,7 +332,7 @@ async fn subscribe_loop(
                                         }
                                     }
                                 } else {
-                                    dispatch(&rooms, node_id, &message);
+                                    dispatch(&rooms, &message);
                                 }
                             }
                         },
@@ -276,6 +346,7 @@ async fn subscribe_loop(
             up = false;
             warn!("lost redis; local rooms keep working, other nodes' messages may be missed");
             let Some(rooms) = rooms.upgrade() else { return };
+            rooms.set_linked(None, false);
             let notice = crate::messages::lagged(None);
             for room in rooms.names() {
                 rooms.deliver_local(&room, notice.clone());
@@ -330,19 +401,13 @@ async fn load_revocations(client: &redis::Client, revocations: &Revocations) {
     }
 }
 
-/// A publication from Redis: `NODE_ID\nJSON` on `wsgate:room:{room}`.
-fn dispatch(rooms: &Rooms, node_id: &str, message: &redis::Msg) {
+/// A publication from Redis on `wsgate:room:{room}`: `EPOCH\nSEQ\nJSON` (see `redis_history`).
+fn dispatch(rooms: &Rooms, message: &redis::Msg) {
     let Some(room) = message.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
         return;
     };
-    let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+    let Some((epoch, seq, json)) = redis_history::parse(message.get_payload_bytes()) else {
         return;
     };
-    let Some((from, json)) = payload.split_once('\n') else {
-        return;
-    };
-    if from == node_id {
-        return; // our own, already delivered locally
-    }
-    rooms.deliver_local(room, Message::text(json));
+    rooms.deliver_sequenced(room, epoch, seq, Message::text(json));
 }

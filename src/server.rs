@@ -321,7 +321,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 fn rooms(config: &Config, metrics: &Arc<Metrics>, revocations: &Revocations) -> Result<(Rooms, Relay), ConfigError> {
     #[cfg(feature = "redis")]
     if let Some(url) = &config.redis_url {
-        let relay = crate::relay::Relay::new(url, metrics.clone())
+        let keep = crate::redis_history::Keep {
+            history: config.history,
+            ttl: config.history_ttl,
+        };
+        let relay = crate::relay::Relay::new(url, metrics.clone(), keep)
             .map_err(|e| ConfigError(format!("redis URL {url:?}: {e}")))?;
         let rooms = Rooms::with_bridge(config.room_settings(), Some(relay.clone()));
         relay.start(rooms.downgrade(), revocations.clone());

@@ -226,7 +226,7 @@ async fn resuming_while_a_publisher_sends_at_full_rate_loses_and_repeats_nothing
             let seq = seq(&message);
             seqs.push(seq);
             last = seq;
-            if message["message"] == (TOTAL - 1).to_string() {
+            if message["message"] == format!("{}", TOTAL - 1) {
                 final_seq = Some(seq);
                 break;
             }

@@ -4,95 +4,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::redis_server::RedisServer;
 use common::*;
 use wsgate::Config;
 use wsgate::auth::{Identity, JwtAuthenticator};
 use wsgate::jwt::{Validation, Verifier, unix_now};
 use wsgate::relay::RedisSessionStore;
-
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        RedisServer::start_on(port)
-    }
-
-    fn start_on(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is not on PATH; install it (Debian: apt-get install redis-server)");
-        let server = RedisServer { child, port };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> T {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut conn = within(client.get_multiplexed_async_connection()).await.unwrap();
-        within(command.query_async(&mut conn)).await.unwrap()
-    }
-
-    /// How many subscribers a room's channel has.
-    async fn subscribers(&self, room: &str) -> i64 {
-        let reply: Vec<redis::Value> = self
-            .query(redis::cmd("PUBSUB").arg("NUMSUB").arg(format!("wsgate:room:{room}")))
-            .await;
-        redis::from_redis_value_ref::<i64>(&reply[1]).unwrap()
-    }
-
-    /// Waits (boundedly) until `room` has `n` subscribing nodes.
-    async fn await_subscribers(&self, room: &str, n: i64) {
-        for _ in 0..500 {
-            if self.subscribers(room).await == n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("room {room} never reached {n} subscribing nodes");
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn node_config(redis: &RedisServer) -> Config {
     config().with(|c| c.redis_url = Some(redis.url()))
@@ -171,14 +90,14 @@ async fn join_and_leave_cross_nodes_and_empty_rooms_are_unsubscribed() {
     let mut bob = b.join("meet", "bob").await;
     assert_eq!(
         next_json(&mut alice).await,
-        serde_json::json!({"type":"join","room":"meet","username":"bob"})
+        serde_json::json!({"type":"join","room":"meet","username":"bob","seq":2})
     );
     redis.await_subscribers("meet", 2).await;
 
     within(bob.close(None)).await.unwrap();
     assert_eq!(
         next_json(&mut alice).await,
-        serde_json::json!({"type":"leave","room":"meet","username":"bob"})
+        serde_json::json!({"type":"leave","room":"meet","username":"bob","seq":3})
     );
     // Node B has nobody left in the room: it stops listening to it.
     redis.await_subscribers("meet", 1).await;

@@ -2,6 +2,9 @@
 //! every wait so a hang fails the test instead of blocking CI.
 #![allow(dead_code)]
 
+#[cfg(feature = "redis")]
+pub mod redis_server;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,197 @@
+//! PROTOCOL.md §10 across nodes: seq, epoch and history live in Redis, so a client resumes on
+//! any node, across node restarts, exactly once and in order. Each test starts its own
+//! `redis-server`. Run with `cargo test --features redis`.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use common::redis_server::RedisServer;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use wsgate::Config;
+
+fn node_config(redis: &RedisServer) -> Config {
+    config().with(|c| {
+        c.redis_url = Some(redis.url());
+        c.rate_limit = 1_000_000;
+        c.rate_burst = 1_000_000;
+    })
+}
+
+/// Joins `room` as `user`, resuming after `since` if given; returns the client and welcome.
+async fn connect(server: &TestServer, room: &str, user: &str, since: Option<&str>) -> (Client, Value) {
+    let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+    let path = format!("/ws/chat/{room}?token={}{since}", token(user));
+    let (mut client, _) = server.connect(&path, &[]).await.unwrap();
+    let welcome = next_json(&mut client).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (client, welcome)
+}
+
+fn position(welcome: &Value) -> String {
+    format!("{}:{}", welcome["epoch"].as_str().unwrap(), welcome["seq"])
+}
+
+fn seq(message: &Value) -> u64 {
+    message["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {message}"))
+}
+
+/// Reads `n` messages and returns them.
+async fn read(client: &mut Client, n: u64) -> Vec<Value> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        got.push(next_json(client).await);
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_either_node_and_after_a_node_restarts() {
+    let redis = RedisServer::start();
+    let mut a = TestServer::start(node_config(&redis)).await;
+    let b = TestServer::start(node_config(&redis)).await;
+    let (mut bob, _) = connect(&b, "shared", "bob", None).await;
+    let (alice, welcome) = connect(&a, "shared", "alice", None).await;
+    let at = position(&welcome);
+    let seen = welcome["seq"].as_u64().unwrap();
+    assert_eq!(next_json(&mut bob).await["username"], "alice");
+    drop(alice);
+    assert_eq!(next_json(&mut bob).await["type"], "leave");
+    for i in 0..5 {
+        send(&mut bob, &format!(r#"{{"message":"m{i}"}}"#)).await;
+    }
+    let last_chat = seq(&read(&mut bob, 5).await[4]);
+
+    // On B, on A, and on A restarted: the same messages, with the same seqs.
+    let mut replays = Vec::new();
+    for round in 0..3 {
+        if round == 2 {
+            a.shutdown().await;
+            a = TestServer::start(node_config(&redis)).await;
+        }
+        let node = if round == 0 { &b } else { &a };
+        let (mut alice, welcome) = connect(node, "shared", "alice", Some(&at)).await;
+        assert_eq!(welcome["recovered"], true, "round {round}");
+        assert_eq!(welcome["epoch"].as_str(), at.split_once(':').map(|(e, _)| e));
+        let last = welcome["seq"].as_u64().unwrap();
+        let got = read(&mut alice, last - seen).await;
+        assert_eq!(
+            got.iter().map(seq).collect::<Vec<_>>(),
+            (seen + 1..=last).collect::<Vec<_>>()
+        );
+        // The leave, the five messages (then what earlier rounds added), then this
+        // connection's own join (the last seq).
+        let chats: Vec<&str> = got.iter().filter_map(|m| m["message"].as_str()).collect();
+        assert!(chats.starts_with(&["m0", "m1", "m2", "m3", "m4"]), "{chats:?}");
+        assert_eq!(got.last().unwrap()["type"], "join");
+        replays.push(got[..(last_chat - seen) as usize].to_vec());
+        send(&mut bob, r#"{"message":"live"}"#).await;
+        loop {
+            let next = next_json(&mut alice).await;
+            if next["message"] == "live" {
+                break;
+            }
+        }
+    }
+    assert!(replays.windows(2).all(|w| w[0] == w[1]), "{replays:?}");
+}
+
+#[tokio::test]
+async fn after_redis_loses_its_data_nothing_resumes_and_nothing_repeats() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let a = TestServer::start(node_config(&redis)).await;
+    let (mut alice, welcome) = connect(&a, "fragile", "alice", None).await;
+    let at = position(&welcome);
+    send(&mut alice, r#"{"message":"before"}"#).await;
+    assert_eq!(next_json(&mut alice).await["message"], "before");
+
+    redis.kill();
+    loop {
+        if next_json(&mut alice).await["type"] == "lagged" {
+            break;
+        }
+    }
+    let redis = RedisServer::start_on(port);
+    redis.await_subscribers("fragile", 1).await;
+    let (mut carol, welcome) = connect(&a, "fragile", "carol", Some(&at)).await;
+    assert_eq!(welcome["recovered"], false);
+    assert_ne!(
+        position(&welcome).split_once(':').unwrap().0,
+        at.split_once(':').unwrap().0
+    );
+    // A new epoch starts at 1; "before" is not sent again to anyone.
+    send(&mut carol, r#"{"message":"after"}"#).await;
+    for client in [&mut alice, &mut carol] {
+        loop {
+            let got = next_json(client).await;
+            assert_ne!(got["message"], "before", "{got}");
+            if got["message"] == "after" {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn resuming_across_nodes_under_a_full_rate_publisher_is_exact() {
+    const TOTAL: usize = 2000;
+    let redis = RedisServer::start();
+    let a = TestServer::start(node_config(&redis).with(|c| c.history = 1 << 16)).await;
+    let b = TestServer::start(node_config(&redis).with(|c| c.history = 1 << 16)).await;
+    let (alice, welcome) = connect(&a, "busy", "alice", None).await;
+    let mut last = welcome["seq"].as_u64().unwrap();
+    let first = last + 1;
+    let epoch = welcome["epoch"].as_str().unwrap().to_owned();
+    let (publisher, _) = connect(&b, "busy", "bob", None).await;
+    let (mut sink, mut echoes) = publisher.split();
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+    let publish = tokio::spawn(async move {
+        for i in 0..TOTAL {
+            sink.send(Message::text(format!(r#"{{"message":"{i}"}}"#)))
+                .await
+                .unwrap();
+        }
+        sink
+    });
+
+    // Alice drops and resumes, alternating nodes, while Bob publishes.
+    let (mut client, mut seqs, mut done) = (Some(alice), Vec::new(), false);
+    for round in 0..6 {
+        let mut current = match client.take() {
+            Some(current) => current,
+            None => {
+                let node = if round % 2 == 0 { &a } else { &b };
+                let (current, welcome) = connect(node, "busy", "alice", Some(&format!("{epoch}:{last}"))).await;
+                assert_eq!(welcome["recovered"], true, "round {round}");
+                current
+            }
+        };
+        loop {
+            let message = next_json(&mut current).await;
+            if message["type"] == "lagged" {
+                panic!("lagged in round {round}: {message}");
+            }
+            last = seq(&message);
+            seqs.push(last);
+            if message["message"] == format!("{}", TOTAL - 1) {
+                done = true;
+                break;
+            }
+            if round < 5 && seqs.len() >= (round + 1) * TOTAL / 6 {
+                break;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    assert!(done, "the last message never arrived");
+    // Every seq from the first after alice's welcome to the end, once, in order (joins and
+    // leaves of her own reconnections included).
+    assert_eq!(seqs, (first..=last).collect::<Vec<_>>());
+    let _sink = within(publish).await.unwrap();
+    drain.abort();
+}
