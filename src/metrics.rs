@@ -103,6 +103,10 @@ impl Metrics {
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn redis_reconnect(&self) {
+        self.redis_reconnects.fetch_add(1, Relaxed);
+    }
+
     /// Whether the link to Redis is up; `None` without Redis.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn redis_is_up(&self) -> Option<bool> {
@@ -110,10 +114,6 @@ impl Metrics {
             -1 => None,
             up => Some(up == 1),
         }
-    }
-
-    pub(crate) fn redis_reconnect(&self) {
-        self.redis_reconnects.fetch_add(1, Relaxed);
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
