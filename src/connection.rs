@@ -288,12 +288,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
         })
     }
 
-    /// Writes a `lagged` notice for `missed` messages (in their place in the stream), then
-    /// `batch`, then flushes once.
-    async fn deliver(&mut self, missed: u64, batch: Vec<Message>) -> Result<(), WsError> {
+    /// Writes what filled a gap of `missed` messages (from Redis history), or else a
+    /// `lagged` notice for them, in their place in the stream; then `batch`, then flushes
+    /// once.
+    async fn deliver(&mut self, missed: u64, mut batch: Vec<Message>) -> Result<(), WsError> {
         if missed > 0 {
-            self.metrics.lagged(missed);
-            self.ws.feed(messages::lagged(Some(missed))).await?;
+            match Box::pin(self.membership.repair()).await {
+                Some(found) => batch.splice(0..0, found).for_each(drop),
+                None => {
+                    self.metrics.lagged(missed);
+                    self.ws.feed(messages::lagged(Some(missed))).await?;
+                }
+            }
         }
         let delivered = batch.len() as u64;
         for message in batch {

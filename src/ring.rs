@@ -113,38 +113,57 @@ impl Ring {
     }
 
     /// Moves messages from `cursor` on into `out`: at least one if there is one, then more
-    /// while fewer than `max` messages and `max_bytes` bytes are taken; a message whose `seq`
-    /// is in `skip` is passed over (already delivered). Advances `cursor` and returns how many
-    /// messages were missed because the ring had already given them up.
-    pub fn take(
-        &self,
-        cursor: &mut u64,
-        out: &mut Vec<Message>,
-        max: usize,
-        max_bytes: usize,
-        skip: &mut Option<u64>,
-    ) -> u64 {
+    /// while fewer than `max` messages and `max_bytes` bytes are taken. Returns how many
+    /// messages were missed because the ring had already given them up; then nothing is
+    /// taken, so the reader can fill the gap (from Redis history) before reading on.
+    pub fn take(&self, cursor: &mut Cursor, out: &mut Vec<Message>, max: usize, max_bytes: usize) -> u64 {
         let oldest = self.oldest_index();
-        let missed = oldest.saturating_sub(*cursor);
-        *cursor = (*cursor).max(oldest);
-        let start = usize::try_from(*cursor - oldest).unwrap_or(usize::MAX);
+        if cursor.index < oldest {
+            let missed = oldest - cursor.index;
+            cursor.index = oldest;
+            return missed;
+        }
+        let start = usize::try_from(cursor.index - oldest).unwrap_or(usize::MAX);
         let mut bytes = 0;
         for entry in self.entries.iter().skip(start) {
             if out.len() >= max.max(1) || (bytes >= max_bytes && !out.is_empty()) {
                 break;
             }
-            *cursor += 1;
-            if let Some(through) = *skip {
-                if entry.seq != 0 && entry.seq <= through {
+            cursor.index += 1;
+            if entry.seq != 0 {
+                if cursor.skip_through >= entry.seq {
                     continue;
                 }
-                // The overlap ends at the first newer message.
-                *skip = None;
+                cursor.last_seq = entry.seq;
             }
+            // The overlap ends at the first newer message (or one without a seq).
+            cursor.skip_through = 0;
             bytes += entry.message.len();
             out.push(entry.message.clone());
         }
-        missed
+        0
+    }
+}
+
+/// A reader's place in a ring.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cursor {
+    /// The index of the next message to read.
+    pub index: u64,
+    /// Messages up to this `seq` were already delivered another way (from Redis history);
+    /// 0 for none.
+    pub skip_through: u64,
+    /// The last `seq` read (0 before any), where a repair from history starts.
+    pub last_seq: u64,
+}
+
+impl Cursor {
+    /// A cursor at `index`.
+    pub fn at(index: u64) -> Cursor {
+        Cursor {
+            index,
+            ..Cursor::default()
+        }
     }
 }
 
@@ -206,9 +225,9 @@ mod tests {
                             && missed.first().is_none_or(|(_, at)| now.duration_since(*at) < ttl);
                         let got = ring.resume(seen, history, ttl, now);
                         prop_assert_eq!(got.is_some(), expected);
-                        if let Some(mut cursor) = got {
+                        if let Some(index) = got {
                             let mut out = Vec::new();
-                            let missed_before = ring.take(&mut cursor, &mut out, usize::MAX, usize::MAX, &mut None);
+                            let missed_before = ring.take(&mut Cursor::at(index), &mut out, usize::MAX, usize::MAX);
                             prop_assert_eq!(missed_before, 0);
                             let texts: Vec<String> = out.iter().map(|m| m.to_text().unwrap().to_owned()).collect();
                             let want: Vec<String> = missed.iter().map(|(i, _)| i.to_string()).collect();
@@ -229,12 +248,31 @@ mod tests {
         for seq in [7, 8, 0, 9, 10] {
             ring.push(seq, now, Message::text(seq.to_string()));
         }
-        let (mut cursor, mut out, mut skip) = (1, Vec::new(), Some(8));
-        assert_eq!(ring.take(&mut cursor, &mut out, 64, 1 << 20, &mut skip), 0);
+        let mut cursor = Cursor {
+            skip_through: 8,
+            ..Cursor::at(1)
+        };
+        let mut out = Vec::new();
+        assert_eq!(ring.take(&mut cursor, &mut out, 64, 1 << 20), 0);
         let texts: Vec<&str> = out.iter().map(|m| m.to_text().unwrap()).collect();
         // 7 and 8 were delivered from history already; a message without seq ends the overlap.
         assert_eq!(texts, ["0", "9", "10"]);
-        assert_eq!(skip, None);
-        assert_eq!(cursor, 6);
+        assert_eq!((cursor.index, cursor.skip_through, cursor.last_seq), (6, 0, 10));
+    }
+
+    #[test]
+    fn a_gap_is_reported_before_anything_is_taken() {
+        let now = Instant::now();
+        let mut ring = Ring::default();
+        for seq in 1..=5 {
+            ring.push(seq, now, Message::text(seq.to_string()));
+        }
+        ring.pop_front();
+        ring.pop_front();
+        let (mut cursor, mut out) = (Cursor::at(1), Vec::new());
+        assert_eq!(ring.take(&mut cursor, &mut out, 64, 1 << 20), 2);
+        assert!(out.is_empty());
+        assert_eq!(ring.take(&mut cursor, &mut out, 64, 1 << 20), 0);
+        assert_eq!(out.len(), 3);
     }
 }

@@ -195,3 +195,23 @@ async fn resuming_across_nodes_under_a_full_rate_publisher_is_exact() {
     let _sink = within(publish).await.unwrap();
     drain.abort();
 }
+
+/// With Redis the ring is only the room buffer: a member that falls behind it is served from
+/// Redis history, and told `lagged` only for what history no longer has.
+#[tokio::test]
+async fn a_stalled_member_is_served_from_redis_history() {
+    let redis = RedisServer::start();
+    for (history, expect_lagged) in [(400, false), (20, true)] {
+        let server = TestServer::start(node_config(&redis).with(|c| {
+            c.room_buffer = 8;
+            c.history = history;
+        }))
+        .await;
+        assert_eq!(
+            stall_then_read_everything(&server).await,
+            expect_lagged,
+            "history {history}"
+        );
+        let _: () = redis.query(&redis::cmd("FLUSHALL")).await;
+    }
+}

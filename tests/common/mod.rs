@@ -246,3 +246,38 @@ pub async fn stalled_member(server: &TestServer, room: &str, user: &str) -> Clie
     assert_eq!(next_json(&mut client).await["type"], "welcome");
     client
 }
+
+/// A stalled member (see [`stalled_member`]) in room `slow` while another sends 150 messages
+/// of 30 KB, then reads to the end: every `seq` must follow the one before, or the `lagged`
+/// before it must account for the gap exactly. Returns whether it lagged. The server's rate
+/// limit must allow a burst of 150 messages.
+pub async fn stall_then_read_everything(server: &TestServer) -> bool {
+    let mut stalled = stalled_member(server, "slow", "stalled").await;
+    let mut sender = server.join("slow", "sender").await;
+    let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(30_000));
+    for _ in 0..150 {
+        send(&mut sender, &big).await;
+        while next_json(&mut sender).await["type"] != "message" {}
+    }
+    send(&mut sender, r#"{"message":"end"}"#).await;
+    let seq = |m: &serde_json::Value| m["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {m}"));
+    let (mut previous, mut lagged) = (None::<u64>, false);
+    loop {
+        let message = next_json(&mut stalled).await;
+        if message["type"] == "lagged" {
+            lagged = true;
+            let missed = message["missed"].as_u64().unwrap();
+            let next = next_json(&mut stalled).await;
+            assert_eq!(seq(&next), previous.unwrap() + missed + 1, "{next}");
+            previous = Some(seq(&next));
+            continue;
+        }
+        if let Some(previous) = previous {
+            assert_eq!(seq(&message), previous + 1, "{message}");
+        }
+        previous = Some(seq(&message));
+        if message["message"] == "end" {
+            return lagged;
+        }
+    }
+}

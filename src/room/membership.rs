@@ -1,0 +1,306 @@
+//! A member's place in a room: joining (and resuming), reading, speaking, leaving.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{MAX_KEPT_ROOMS, Position, Room, Rooms, Since};
+use crate::messages;
+use crate::ring::Cursor;
+
+/// How long a joining member waits for this node's subscription to a room (with Redis) before
+/// it gives up resuming.
+const LINK_WAIT: Duration = Duration::from_secs(2);
+
+/// One member's place in a room. Dropping it leaves the room (telling the others).
+pub struct Membership {
+    room: Arc<Room>,
+    /// Where this member reads next.
+    cursor: Cursor,
+    newest: watch::Receiver<u64>,
+    rooms: Rooms,
+    name: String,
+    username: String,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("room", &self.name)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A member that has joined, with what its welcome says and the messages it missed (with
+/// Redis; on one node they come through the ring).
+pub(crate) struct Entered {
+    pub membership: Membership,
+    pub position: Position,
+    pub missed: Vec<Message>,
+}
+
+impl Rooms {
+    /// Joins `room` as `username`; the other members get a `join` event (unless the room is
+    /// past the presence limit or churning), the joiner does not.
+    pub fn join(&self, room: &str, username: &str) -> Membership {
+        self.join_at(room, username, None).0
+    }
+
+    /// Joins `room` as `username`, resuming after `since` when history allows (PROTOCOL.md
+    /// §10): the membership then reads every message after `since.seq` first, its own `join`
+    /// included. Returns what the welcome says. With Redis, use the server: resuming needs a
+    /// round trip.
+    pub fn join_at(&self, room: &str, username: &str, since: Option<&Since>) -> (Membership, Position) {
+        let (membership, position, presence) = self.attach(room, username, since);
+        if let (Some(bridge), Some(json)) = (&self.inner.bridge, presence) {
+            bridge.publish(room, json);
+        }
+        (membership, position)
+    }
+
+    /// [`Rooms::join_at`] for the server: with Redis, the join is published and the history
+    /// read in one round trip, once this node is subscribed to the room, so a resumed member
+    /// gets every message after `since` exactly once.
+    pub(crate) async fn enter(&self, room: &str, username: &str, since: Option<&Since>) -> Entered {
+        let (mut membership, mut position, presence) = self.attach(room, username, since);
+        let Some(bridge) = self.inner.bridge.clone() else {
+            return Entered {
+                membership,
+                position,
+                missed: Vec::new(),
+            };
+        };
+        let synced = match membership.linked().await {
+            true => bridge.sync(room, presence.clone(), since).await,
+            false => None,
+        };
+        let Some(synced) = synced else {
+            // Redis is away: the join goes to this node's members only, and nothing resumes.
+            if let Some(json) = presence {
+                self.deliver_local(room, Message::text(json));
+            }
+            return Entered {
+                membership,
+                position,
+                missed: Vec::new(),
+            };
+        };
+        membership.room.lock().learn(&synced.epoch, synced.seq);
+        // What arrives live up to the position read is already in `missed` or older.
+        membership.cursor.skip_through = synced.seq;
+        membership.cursor.last_seq = synced.seq;
+        position = Position {
+            epoch: synced.epoch,
+            seq: synced.seq,
+            recovered: since.map(|_| synced.missed.is_some()),
+        };
+        Entered {
+            membership,
+            position,
+            missed: synced.missed.unwrap_or_default(),
+        }
+    }
+
+    /// The join itself: the member is counted and placed, and its `join` pushed (on one node)
+    /// or returned for the bridge.
+    fn attach(&self, room: &str, username: &str, since: Option<&Since>) -> (Membership, Position, Option<String>) {
+        let mut registry = self.lock();
+        let entry = registry
+            .rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| {
+                if let Some(bridge) = &self.inner.bridge {
+                    bridge.opened(room);
+                }
+                Arc::new(Room::new())
+            })
+            .clone();
+        let mut state = entry.lock();
+        state.members += 1;
+        if state.kept {
+            // Back in use: no longer waiting to be freed.
+            state.kept = false;
+            registry.kept.retain(|name| name != room);
+        }
+        let mut presence = None;
+        if self.announce(&mut state) {
+            match &self.inner.bridge {
+                Some(_) => presence = Some(messages::presence(true, room, username, None)),
+                None => self.push(&entry, &mut state, |seq| {
+                    Message::text(messages::presence(true, room, username, seq))
+                }),
+            }
+        }
+        let settings = &self.inner.settings;
+        let resumed = match since {
+            // With Redis, history is there, not in this ring.
+            Some(since) if self.inner.bridge.is_none() && *since.epoch == *state.epoch => {
+                state
+                    .ring
+                    .resume(since.seq, settings.history, settings.history_ttl, Instant::now())
+            }
+            _ => None,
+        };
+        let position = Position {
+            epoch: state.epoch.clone(),
+            seq: state.last_seq,
+            recovered: since.map(|_| resumed.is_some()),
+        };
+        // A member that does not resume starts after its own join.
+        let cursor = resumed.unwrap_or(state.ring.next_index());
+        drop(state);
+        drop(registry);
+        let newest = entry.newest.subscribe();
+        let membership = Membership {
+            room: entry,
+            cursor: Cursor::at(cursor),
+            newest,
+            rooms: self.clone(),
+            name: room.to_owned(),
+            username: username.to_owned(),
+        };
+        (membership, position, presence)
+    }
+}
+
+impl Membership {
+    /// The room's name.
+    pub fn room(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends a chat message from this member to every member, this one included. It is
+    /// serialized once, with its `seq`.
+    pub fn say(&self, text: &str) {
+        let (room, user) = (self.name.as_str(), self.username.as_str());
+        if let Some(bridge) = &self.rooms.inner.bridge {
+            bridge.publish(room, messages::chat(room, user, text, None));
+            return;
+        }
+        let mut state = self.room.lock();
+        self.rooms.push(&self.room, &mut state, |seq| {
+            Message::text(messages::chat(room, user, text, seq))
+        });
+    }
+
+    /// Waits until there is something to read, then moves messages into `out`: at least one,
+    /// and then more while fewer than `max` messages and `max_bytes` bytes are taken. Returns
+    /// how many messages this member missed just before them (0 when none): they had already
+    /// left the ring.
+    ///
+    /// The byte bound matters: what a member has taken stays alive while its socket is slow,
+    /// whatever the ring's budget, so a batch must stay small.
+    ///
+    /// Cancel-safe: nothing is taken unless it is returned.
+    pub async fn recv(&mut self, out: &mut Vec<Message>, max: usize, max_bytes: usize) -> u64 {
+        loop {
+            // Marked seen *before* looking, so a message pushed after the look wakes us.
+            self.newest.borrow_and_update();
+            let missed = self.try_take(out, max, max_bytes);
+            if missed > 0 || !out.is_empty() {
+                return missed;
+            }
+            if self.newest.changed().await.is_err() {
+                // Cannot happen while we hold the room, which holds the sender.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// [`Membership::recv`] without waiting: moves what is there now into `out`, within the
+    /// same bounds, and returns how many messages were missed before them.
+    pub fn try_take(&mut self, out: &mut Vec<Message>, max: usize, max_bytes: usize) -> u64 {
+        let state = self.room.lock();
+        state.ring.take(&mut self.cursor, out, max, max_bytes)
+    }
+
+    /// With Redis: after this member missed messages (see [`Membership::recv`]), fetches
+    /// them from the room's history, to be sent before anything newer. `None` when history
+    /// no longer holds them all (or Redis cannot be asked): the member lagged. Without
+    /// Redis the ring is the history, and there is nothing more to fetch.
+    pub(crate) async fn repair(&mut self) -> Option<Vec<Message>> {
+        let bridge = self.rooms.inner.bridge.clone()?;
+        if self.cursor.last_seq == 0 {
+            return None;
+        }
+        let since = Since {
+            epoch: self.room.lock().epoch.to_string(),
+            seq: self.cursor.last_seq,
+        };
+        let synced = bridge.sync(&self.name, None, Some(&since)).await?;
+        let missed = synced.missed?;
+        self.cursor.skip_through = synced.seq;
+        self.cursor.last_seq = synced.seq;
+        Some(missed)
+    }
+
+    /// Waits (briefly) until this node is subscribed to the room on Redis; `true` at once
+    /// without Redis.
+    async fn linked(&self) -> bool {
+        let mut links = self.rooms.inner.links.subscribe();
+        let wait = async {
+            while !self.room.linked.load(Relaxed) {
+                if links.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(LINK_WAIT, wait).await.unwrap_or(false)
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let rooms = &self.rooms;
+        let mut registry = rooms.lock();
+        let mut state = self.room.lock();
+        state.members -= 1;
+        let (room, user) = (self.name.as_str(), self.username.as_str());
+        if rooms.announce(&mut state) {
+            match &rooms.inner.bridge {
+                // Members on other nodes hear of the leave even when this node's room closes.
+                Some(bridge) => bridge.publish(room, messages::presence(false, room, user, None)),
+                // Into history too, when the room is kept for it.
+                None => rooms.push(&self.room, &mut state, |seq| {
+                    Message::text(messages::presence(false, room, user, seq))
+                }),
+            }
+        }
+        if state.members > 0 || state.kept {
+            return;
+        }
+        let settings = &rooms.inner.settings;
+        while state.ring.len() > settings.history {
+            rooms.pop_front(&mut state);
+        }
+        if rooms.inner.bridge.is_some() || state.ring.len() == 0 {
+            rooms.free(&mut registry, room, &mut state);
+            return;
+        }
+        // Kept for its history; the sweep frees it when that expires.
+        state.kept = true;
+        registry.kept.push_back(room.to_owned());
+        while registry.kept.len() > MAX_KEPT_ROOMS {
+            let Some(oldest) = registry.kept.pop_front() else { break };
+            let Some(entry) = registry.rooms.get(&oldest).cloned() else {
+                continue;
+            };
+            if Arc::ptr_eq(&entry, &self.room) {
+                rooms.free(&mut registry, &oldest, &mut state);
+                continue;
+            }
+            let mut other = entry.lock();
+            if other.members == 0 {
+                rooms.free(&mut registry, &oldest, &mut other);
+            } else {
+                other.kept = false;
+            }
+        }
+    }
+}
