@@ -223,3 +223,93 @@ test("a page from another origin cannot use the cookie", { timeout: 30_000 }, as
     await victim.context().close();
   }
 });
+
+/**
+ * Takes `page` offline and drops its socket: the page retries by itself, and every retry fails
+ * until `setOffline(false)`, so what happens meanwhile is missed, however slow the machine.
+ */
+async function dropWhileOffline(page) {
+  await page.context().setOffline(true);
+  await page.click("#drop");
+  // The first retry failed; the second is on its way.
+  await page.waitForFunction(() => /Reconnecting in \d+\.\d s… \(attempt 2\)/.test(document.getElementById("status").textContent));
+  assert.equal(await page.getAttribute("#status", "class"), "wait");
+}
+
+async function logOf(page) {
+  return page.$$eval("#log li", (items) => items.map((li) => li.textContent));
+}
+
+/** Alice and Bob in `room`; Alice has seen Bob join. */
+async function aliceAndBob(room, url) {
+  const alice = await openDemo("alice", room, url);
+  await connect(alice, "query"); // the token and since side by side in the query
+  await waitForStatus(alice, "ok");
+  const bob = await openDemo("bob", room, url);
+  await connect(bob, "subprotocol");
+  await waitForStatus(bob, "ok");
+  await alice.waitForSelector('#log li:has-text("bob joined")');
+  return { alice, bob };
+}
+
+async function bobSaysThreeWhileAliceIsAway(alice, bob) {
+  await dropWhileOffline(alice);
+  await bob.waitForSelector('#log li:has-text("alice left")');
+  for (const n of ["one", "two", "three"]) {
+    await say(bob, `missed ${n}`);
+    await bob.waitForSelector(`#log li:has-text("bob: missed ${n}")`);
+  }
+  await alice.context().setOffline(false);
+}
+
+test("after a drop the page reconnects by itself and shows what it missed, once each, in order", { timeout: 60_000 }, async () => {
+  const { alice, bob } = await aliceAndBob("resume");
+  await bobSaysThreeWhileAliceIsAway(alice, bob);
+  // Backoff reaches 2-4 s by now, and the welcome must come first: a longer wait.
+  await alice.waitForSelector('#log li:has-text("Recovered")', { timeout: 20_000 });
+  await waitForStatus(alice, "ok");
+  const log = await logOf(alice);
+  // Since her last seq: her own leave, Bob's three, and her own join on the new connection.
+  assert.deepEqual(log.slice(log.lastIndexOf("Welcome, alice!")), [
+    "Welcome, alice!", "alice left", "bob: missed one", "bob: missed two", "bob: missed three", "alice joined",
+    "Recovered 5 messages missed while disconnected",
+  ]);
+  await bob.waitForSelector('#log li:has-text("alice joined")');
+  await say(bob, "live again");
+  await alice.waitForSelector('#log li:has-text("bob: live again")');
+  await say(alice, "back");
+  await bob.waitForSelector('#log li:has-text("alice: back")');
+  assert.equal((await logOf(alice)).filter((line) => line.startsWith("bob: missed")).length, 3);
+  await alice.screenshot({ path: OUT + "recovered.png", fullPage: true });
+
+  // Disconnect while it waits to retry: it stops for good.
+  await dropWhileOffline(alice);
+  await alice.click("#disconnect");
+  assert.equal(await alice.textContent("#status"), "Disconnected; not reconnecting.");
+  assert.equal(await alice.isEnabled("#connect"), true);
+  await alice.context().setOffline(false);
+  const welcomes = (await logOf(alice)).filter((line) => line === "Welcome, alice!").length;
+  // Nothing to wait for when nothing should happen: longer than the next retry could take (1 s).
+  await alice.waitForTimeout(1_500);
+  assert.equal((await logOf(alice)).filter((line) => line === "Welcome, alice!").length, welcomes);
+  assert.equal(await alice.textContent("#status"), "Disconnected; not reconnecting.");
+  await alice.context().close();
+  await bob.context().close();
+});
+
+test("when history no longer holds what was missed, the page says so and carries on", { timeout: 60_000 }, async () => {
+  const { child, address } = await startWsgate(["--history", "2"]);
+  try {
+    const { alice, bob } = await aliceAndBob("forgetful", `http://${address}/`);
+    await bobSaysThreeWhileAliceIsAway(alice, bob); // four frames missed, two kept
+    await alice.waitForSelector('#log li:has-text("Could not recover")', { timeout: 20_000 });
+    await waitForStatus(alice, "ok");
+    assert.deepEqual((await logOf(alice)).filter((line) => line.startsWith("bob: missed")), []);
+    await say(bob, "after the gap");
+    await alice.waitForSelector('#log li:has-text("bob: after the gap")');
+    await alice.context().close();
+    await bob.context().close();
+  } finally {
+    child.kill("SIGTERM");
+  }
+});
