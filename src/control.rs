@@ -98,7 +98,7 @@ pub(crate) fn apply(payload: &[u8], node_id: &str, rooms: &Rooms, revocations: &
         // Every node gets this, so none may put it into the room's history (it would be there
         // once per node): each delivers it to its own members, without a seq.
         let json = crate::messages::notice(&notice.room, &notice.message, None);
-        rooms.deliver_local(&notice.room, tokio_tungstenite::tungstenite::Message::text(json));
+        rooms.deliver_local(&notice.room, json.into());
     }
     let revoke = control.revoke.as_ref()?;
     revocations.revoke_at(revoke, control.at.unwrap_or_else(unix_now));

@@ -160,7 +160,12 @@ pub(crate) fn notice(room: &str, message: &str, seq: Option<u64>) -> String {
 
 /// A `lagged` notice.
 pub(crate) fn lagged(missed: Option<u64>) -> Message {
-    text(&Lagged {
+    Message::text(lagged_json(missed))
+}
+
+/// A `lagged` notice, as JSON (for a room's ring).
+pub(crate) fn lagged_json(missed: Option<u64>) -> String {
+    json(&Lagged {
         r#type: "lagged",
         missed,
     })
@@ -177,5 +182,9 @@ pub(crate) fn text<T: Serialize>(value: &T) -> Message {
 }
 
 fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("our message structs hold only strings and numbers")
+    let mut json = serde_json::to_string(value).expect("our message structs hold only strings and numbers");
+    // The writer grows by doubling: a frame kept in history would otherwise hold up to twice
+    // its size (and make `Bytes` allocate its shared header at once).
+    json.shrink_to_fit();
+    json
 }

@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
 use crate::control::{self, Control};
@@ -214,7 +213,7 @@ async fn publish_loop(relay: Arc<Relay>, mut outgoing: mpsc::Receiver<Outgoing>,
             let Some(rooms) = rooms.upgrade() else { return };
             for outgoing in batch.drain(..) {
                 if let Outgoing::Room(room, json) = outgoing {
-                    rooms.deliver_local(&room, Message::text(json));
+                    rooms.deliver_local(&room, json.into());
                 }
             }
             continue;
@@ -347,9 +346,9 @@ async fn subscribe_loop(
             warn!("lost redis; local rooms keep working, other nodes' messages may be missed");
             let Some(rooms) = rooms.upgrade() else { return };
             rooms.set_linked(None, false);
-            let notice = crate::messages::lagged(None);
+            let notice = crate::messages::lagged_json(None);
             for room in rooms.names() {
-                rooms.deliver_local(&room, notice.clone());
+                rooms.deliver_local(&room, notice.clone().into());
             }
         }
         metrics.redis_reconnect();
@@ -409,5 +408,5 @@ fn dispatch(rooms: &Rooms, message: &redis::Msg) {
     let Some((epoch, seq, json)) = redis_history::parse(message.get_payload_bytes()) else {
         return;
     };
-    rooms.deliver_sequenced(room, epoch, seq, Message::text(json));
+    rooms.deliver_sequenced(room, epoch, seq, json.into());
 }

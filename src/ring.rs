@@ -2,7 +2,7 @@
 //! keep their cursors in, the `seq` clients see (PROTOCOL.md §10), and when it arrived.
 //!
 //! The ring is both the buffer members read from and the room's history: a resumed client
-//! is simply given a cursor further back. So a message is stored once, in the `Message` that
+//! is simply given a cursor further back. So a message is stored once, in the bytes that
 //! fan-out already shares, however many members read it and however long history keeps it.
 //!
 //! On a single node `seq` equals the index. With Redis, `seq` is the one Redis assigned
@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// One message in the ring.
 #[derive(Debug, Clone)]
@@ -24,7 +24,8 @@ pub(crate) struct Entry {
     pub seq: u64,
     /// When it was pushed, for the history TTL.
     pub at: Instant,
-    pub message: Message,
+    /// The frame's text, shared by every reader (a clone is a reference-count bump).
+    pub text: Utf8Bytes,
 }
 
 /// See the module docs.
@@ -50,9 +51,9 @@ impl Default for Ring {
 
 impl Ring {
     /// Appends a message; returns its payload size.
-    pub fn push(&mut self, seq: u64, at: Instant, message: Message) -> usize {
-        let size = message.len();
-        self.entries.push_back(Entry { seq, at, message });
+    pub fn push(&mut self, seq: u64, at: Instant, text: Utf8Bytes) -> usize {
+        let size = text.len();
+        self.entries.push_back(Entry { seq, at, text });
         self.next += 1;
         self.bytes += size;
         size
@@ -61,8 +62,14 @@ impl Ring {
     /// Gives up the oldest message; returns its payload size.
     pub fn pop_front(&mut self) -> Option<usize> {
         let oldest = self.entries.pop_front()?;
-        self.bytes -= oldest.message.len();
-        Some(oldest.message.len())
+        self.bytes -= oldest.text.len();
+        Some(oldest.text.len())
+    }
+
+    /// Gives back the slack of a ring that will not grow for a while (a room kept only for
+    /// its history).
+    pub fn shrink(&mut self) {
+        self.entries.shrink_to_fit();
     }
 
     /// Empties the ring (its indexes go on); returns the bytes freed.
@@ -138,8 +145,8 @@ impl Ring {
             }
             // The overlap ends at the first newer message (or one without a seq).
             cursor.skip_through = 0;
-            bytes += entry.message.len();
-            out.push(entry.message.clone());
+            bytes += entry.text.len();
+            out.push(Message::Text(entry.text.clone()));
         }
         0
     }
@@ -209,7 +216,7 @@ mod tests {
                 match op {
                     Op::Push => {
                         let index = ring.next_index();
-                        ring.push(index, now, Message::text(index.to_string()));
+                        ring.push(index, now, index.to_string().into());
                         pushed.push((index, now));
                     }
                     Op::Pop(n) => for _ in 0..n {
@@ -246,7 +253,7 @@ mod tests {
         let now = Instant::now();
         let mut ring = Ring::default();
         for seq in [7, 8, 0, 9, 10] {
-            ring.push(seq, now, Message::text(seq.to_string()));
+            ring.push(seq, now, seq.to_string().into());
         }
         let mut cursor = Cursor {
             skip_through: 8,
@@ -265,7 +272,7 @@ mod tests {
         let now = Instant::now();
         let mut ring = Ring::default();
         for seq in 1..=5 {
-            ring.push(seq, now, Message::text(seq.to_string()));
+            ring.push(seq, now, seq.to_string().into());
         }
         ring.pop_front();
         ring.pop_front();

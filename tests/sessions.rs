@@ -310,7 +310,7 @@ async fn notices_reach_the_room_and_the_handle_stops_the_server() {
         let got = next_json(member).await;
         assert_eq!(
             got,
-            serde_json::json!({"type":"notice","room":"lobby","message":"maintenance at noon"})
+            serde_json::json!({"type":"notice","room":"lobby","message":"maintenance at noon","seq":3})
         );
     }
     server.handle.shutdown();

@@ -82,7 +82,7 @@ impl Rooms {
         let Some(synced) = synced else {
             // Redis is away: the join goes to this node's members only, and nothing resumes.
             if let Some(json) = presence {
-                self.deliver_local(room, Message::text(json));
+                self.deliver_local(room, json.into());
             }
             return Entered {
                 membership,
@@ -131,9 +131,7 @@ impl Rooms {
         if self.announce(&mut state) {
             match &self.inner.bridge {
                 Some(_) => presence = Some(messages::presence(true, room, username, None)),
-                None => self.push(&entry, &mut state, |seq| {
-                    Message::text(messages::presence(true, room, username, seq))
-                }),
+                None => self.push(&entry, &mut state, |seq| messages::presence(true, room, username, seq)),
             }
         }
         let settings = &self.inner.settings;
@@ -183,9 +181,8 @@ impl Membership {
             return;
         }
         let mut state = self.room.lock();
-        self.rooms.push(&self.room, &mut state, |seq| {
-            Message::text(messages::chat(room, user, text, seq))
-        });
+        self.rooms
+            .push(&self.room, &mut state, |seq| messages::chat(room, user, text, seq));
     }
 
     /// Waits until there is something to read, then moves messages into `out`: at least one,
@@ -267,9 +264,7 @@ impl Drop for Membership {
                 // Members on other nodes hear of the leave even when this node's room closes.
                 Some(bridge) => bridge.publish(room, messages::presence(false, room, user, None)),
                 // Into history too, when the room is kept for it.
-                None => rooms.push(&self.room, &mut state, |seq| {
-                    Message::text(messages::presence(false, room, user, seq))
-                }),
+                None => rooms.push(&self.room, &mut state, |seq| messages::presence(false, room, user, seq)),
             }
         }
         if state.members > 0 || state.kept {
@@ -285,6 +280,7 @@ impl Drop for Membership {
         }
         // Kept for its history; the sweep frees it when that expires.
         state.kept = true;
+        state.ring.shrink();
         registry.kept.push_back(room.to_owned());
         while registry.kept.len() > MAX_KEPT_ROOMS {
             let Some(oldest) = registry.kept.pop_front() else { break };

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::bucket::TokenBucket;
 use crate::messages;
@@ -248,14 +248,12 @@ impl Rooms {
             return;
         };
         let mut state = entry.lock();
-        self.push(&entry, &mut state, |seq| {
-            Message::text(messages::notice(room, message, seq))
-        });
+        self.push(&entry, &mut state, |seq| messages::notice(room, message, seq));
     }
 
     /// Delivers `message` to the local members of `room` without a `seq` (it is not passed
     /// on to other nodes, and not part of history).
-    pub(crate) fn deliver_local(&self, room: &str, message: Message) {
+    pub(crate) fn deliver_local(&self, room: &str, message: Utf8Bytes) {
         if let Some(entry) = self.lock().rooms.get(room).cloned() {
             let mut state = entry.lock();
             self.push_as(&entry, &mut state, 0, message);
@@ -264,7 +262,7 @@ impl Rooms {
 
     /// Delivers a message Redis gave `seq` in history `epoch` to the local members of `room`.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn deliver_sequenced(&self, room: &str, epoch: &str, seq: u64, message: Message) {
+    pub(crate) fn deliver_sequenced(&self, room: &str, epoch: &str, seq: u64, message: Utf8Bytes) {
         if let Some(entry) = self.lock().rooms.get(room).cloned() {
             let mut state = entry.lock();
             state.learn(epoch, seq);
@@ -339,16 +337,16 @@ impl Rooms {
     }
 
     /// Appends the message `build` makes with its `seq` (the next one) to the room's ring.
-    fn push(&self, room: &Room, state: &mut RoomState, build: impl FnOnce(Option<u64>) -> Message) {
+    fn push(&self, room: &Room, state: &mut RoomState, build: impl FnOnce(Option<u64>) -> String) {
         let seq = state.ring.next_index();
         let message = build(Some(seq));
         state.last_seq = seq;
-        self.push_as(room, state, seq, message);
+        self.push_as(room, state, seq, message.into());
     }
 
     /// Appends `message` to the ring, gives up the oldest messages while the ring is over any
     /// of its limits, and wakes the members.
-    fn push_as(&self, room: &Room, state: &mut RoomState, seq: u64, message: Message) {
+    fn push_as(&self, room: &Room, state: &mut RoomState, seq: u64, message: Utf8Bytes) {
         let settings = &self.inner.settings;
         let now = Instant::now();
         let size = state.ring.push(seq, now, message);
