@@ -7,6 +7,7 @@
 //! loadgen idle      --url ws://127.0.0.1:8080 --conns 10000 --hold 10
 //! loadgen fanout    --url ws://127.0.0.1:8080 --url2 ws://127.0.0.1:8081 ...   (members split over two nodes)
 //! loadgen attack    --url ws://127.0.0.1:8080 --silent 512 --flood 8 --honest 20 --honest-rate 10 --duration 20
+//! loadgen history   --url ws://127.0.0.1:8080 --rooms 1000 --messages 100 --size 100 --hold 10
 //! ```
 //!
 //! Tokens are minted from `WSGATE_SECRET` (the baseline ignores them); `reject` signs with a
@@ -15,7 +16,8 @@
 //! scenario; a refusal of any kind (a `429` included) is an error, and `failures` names each
 //! by its status (`"429"`, `"503"`), `"timeout"`, `"io:…"` or `"no welcome"`. `attack` measures
 //! honest clients while silent sockets and a bad-token flood press on the pending budget (see
-//! [`attack`]).
+//! [`attack`]). `history` fills rooms with history and leaves them empty, for the server's
+//! memory per kept room (see [`history`]).
 //!
 //! `--rate 0` means as fast as the room delivers: each publisher keeps at most 32 messages in
 //! flight (sent but not yet echoed back to it) and stays within 128 messages of
@@ -71,7 +73,7 @@ fn parse_args() -> Result<Args, Error> {
     let mut args = std::env::args().skip(1);
     let scenario = args
         .next()
-        .ok_or("usage: loadgen handshake|reject|fanout|idle|attack --url ws://127.0.0.1:PORT [...]")?;
+        .ok_or("usage: loadgen handshake|reject|fanout|idle|attack|history --url ws://127.0.0.1:PORT [...]")?;
     let mut options = HashMap::new();
     let mut json = false;
     while let Some(arg) = args.next() {
@@ -142,6 +144,7 @@ async fn run() -> Result<(), Error> {
         "fanout" => fanout(&args, key).await?,
         "idle" => idle(&args, key).await?,
         "attack" => attack(&args, key).await?,
+        "history" => history(&args, key).await?,
         other => return Err(format!("unknown scenario {other:?}").into()),
     };
     if args.json {
@@ -586,6 +589,65 @@ async fn idle(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> {
     Ok(json!({
         "scenario": "idle", "conns": conns, "opened_in_s": opened_in,
         "errors": failures.values().sum::<u64>(), "failures": failures, "held_s": hold.as_secs(),
+    }))
+}
+
+/// Fills `--rooms` rooms with `--messages` chat messages of `--size` bytes each, one member per
+/// room that leaves when its last message comes back; the rooms are then empty and kept for
+/// their history, and it holds `--hold` seconds so the server's memory can be read (the
+/// marker line below). 20 rooms at a time; every member's messages stay within the default
+/// rate burst (100).
+async fn history(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> {
+    let rooms = args.number("rooms", 1000)?;
+    let messages = args.number("messages", 100)?;
+    let size = args.number("size", 100)? as usize;
+    let hold = Duration::from_secs(args.number("hold", 10)?);
+    let started = Instant::now();
+    let text = json!({ "message": "x".repeat(size) }).to_string();
+    let at_once = Arc::new(Semaphore::new(20));
+    let mut tasks = Vec::new();
+    for room in 0..rooms {
+        let (key, at_once, text, addr) = (key.clone(), at_once.clone(), text.clone(), args.addr);
+        tasks.push(tokio::spawn(async move {
+            let _permit = at_once.acquire_owned().await;
+            let fill = async {
+                let mut ws = match connect(addr, &format!("hist-{room}"), &format!("h{room}"), &key).await {
+                    Ok(Ok(ws)) => ws,
+                    other => return Err(failure_kind(&other)),
+                };
+                next_text(&mut ws).await.map_err(|_| "no welcome".to_owned())?;
+                for _ in 0..messages {
+                    ws.feed(Message::text(text.clone()))
+                        .await
+                        .map_err(|e| format!("io:{e}"))?;
+                }
+                ws.flush().await.map_err(|e| format!("io:{e}"))?;
+                for _ in 0..messages {
+                    next_text(&mut ws).await.map_err(|_| "echo missing".to_owned())?;
+                }
+                let _ = ws.close(None).await;
+                Ok(())
+            };
+            timeout(STEP, fill).await.unwrap_or_else(|_| Err("timeout".to_owned()))
+        }));
+    }
+    let mut failures = Failures::new();
+    for task in tasks {
+        if let Err(kind) = task.await? {
+            *failures.entry(kind).or_default() += 1;
+        }
+    }
+    let filled_in = started.elapsed().as_secs_f64();
+    // The marker scripts/bench.sh waits for before it reads the server's memory.
+    eprintln!(
+        "loadgen: {rooms} rooms filled after {filled_in:.1} s; holding {} s",
+        hold.as_secs()
+    );
+    tokio::time::sleep(hold).await;
+    Ok(json!({
+        "scenario": "history", "rooms": rooms, "messages": messages, "size": size,
+        "frame_bytes": text.len(), "filled_in_s": filled_in,
+        "errors": failures.values().sum::<u64>(), "failures": failures,
     }))
 }
 
