@@ -473,6 +473,9 @@ async fn the_client_example_works_against_a_live_server() {
     // Dev mode answers auth failures with close codes.
     let tampered = stdout.lines().find(|l| l.starts_with("tampered")).unwrap();
     assert!(tampered.contains("refused") && tampered.contains("4401"), "{tampered}");
+    // A dropped connection resumes with `since` and gets the three messages it missed.
+    let resume = stdout.lines().find(|l| l.starts_with("resume")).unwrap();
+    assert!(resume.contains(" ok ") && resume.contains("missed 3"), "{resume}");
 }
 
 #[tokio::test]
