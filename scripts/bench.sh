@@ -107,6 +107,33 @@ idle() { # which conns
   echo "  done: idle on $which" >&2
 }
 
+# Memory per room kept for its history (PROTOCOL.md §10): 2,000 rooms each filled with 100
+# chat messages and left empty, on wsgate with --history 100 and, as the control, with
+# --history 0 (every room freed at once), alternated twice.
+kept_rooms() {
+  for history in 0 100 0 100; do
+    start_server wsgate --history "$history"
+    local before after
+    before=$(rss_kib)
+    "$LOADGEN" history --url "ws://127.0.0.1:$PORT" --rooms 2000 --messages 100 --size 100 --hold 3 --json \
+      >"$OUT/kept.$history.json.tmp" 2>"$OUT/kept.$history.log" &
+    local gen=$!
+    for _ in $(seq 1 600); do
+      grep -q "rooms filled" "$OUT/kept.$history.log" 2>/dev/null && break
+      sleep 0.1
+    done
+    sleep 1
+    after=$(rss_kib)
+    wait "$gen"
+    local result
+    result=$(cat "$OUT/kept.$history.json.tmp")
+    echo "${result%\}}, \"history\": $history, \"rss_before_kib\": $before, \"rss_after_kib\": $after}" >>"$OUT/kept.jsonl"
+    stop_server
+  done
+  rm -f "$OUT"/kept.*.json.tmp
+  echo "  done: rooms kept for history" >&2
+}
+
 echo "Running each scenario for ${SECONDS_PER}s on wsgate and on the baseline..." >&2
 # Handshakes and rejections: both servers up at once, short slices interleaved, so a change
 # in the machine's load over the run hits all three measurements alike.
@@ -127,6 +154,7 @@ for which in wsgate baseline; do
   run fanout50x20 "$which" fanout --rooms 50 --subs 20 --pubs 1 --rate 50 --duration "$SECONDS_PER"
   idle "$which" 10000
 done
+kept_rooms
 
 # Two wsgate nodes sharing one Redis, members split evenly between them.
 if command -v redis-server >/dev/null 2>&1; then
@@ -258,6 +286,10 @@ for which in ["wsgate", "baseline"]:
     rss, idle = load(f"idle.{which}.rss"), load(f"idle.{which}")
     per_conn[which] = (rss["rss_after_kib"] - rss["rss_before_kib"]) / (idle["conns"] - idle["errors"])
 row("idle RSS KiB per connection, N=10000 (errors: %d / %d)" % (load("idle.wsgate")["errors"], load("idle.baseline")["errors"]), per_conn["wsgate"], per_conn["baseline"], "<= 8 KiB", per_conn["wsgate"] <= 8, "{:.2f}")
+kept = [json.loads(l) for l in (out / "kept.jsonl").read_text().splitlines()]
+grown = lambda h: [(k["rss_after_kib"] - k["rss_before_kib"]) / k["rooms"] for k in kept if k["history"] == h]
+with_h, without_h = sum(grown(100)) / 2, sum(grown(0)) / 2
+rows.append(("RSS KiB per empty room kept with 100 frames of history (2,000 rooms, client message %d B; errors: %d)" % (kept[0]["frame_bytes"], sum(k["errors"] for k in kept)), f"{with_h:.1f}", f"{without_h:.1f} (--history 0)", "", "(report)", ""))
 widths = [max(len(str(r[i])) for r in rows + [("what", "wsgate", "baseline", "ratio", "goal", "")]) for i in range(6)]
 header = ("what", "wsgate", "baseline", "ratio", "goal", "")
 print()

@@ -107,15 +107,6 @@ impl Metrics {
         self.redis_reconnects.fetch_add(1, Relaxed);
     }
 
-    /// Whether the link to Redis is up; `None` without Redis.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn redis_is_up(&self) -> Option<bool> {
-        match self.redis_up.load(Relaxed) {
-            -1 => None,
-            up => Some(up == 1),
-        }
-    }
-
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn relay_dropped(&self, n: u64) {
         self.relay_dropped.fetch_add(n, Relaxed);

@@ -23,6 +23,7 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +74,9 @@ pub(crate) struct Relay {
     pending: Mutex<Option<(mpsc::UnboundedReceiver<Command>, mpsc::Receiver<Outgoing>)>>,
     metrics: Arc<Metrics>,
     keep: Keep,
+    /// The subscriber lost Redis and has not got it back. Not set before the first connect,
+    /// so the first joins of a node that just started wait for the link instead of missing it.
+    down: AtomicBool,
     /// For the joins' history reads, with the script's hash (the publisher has its own).
     reader: Mutex<Option<(redis::aio::MultiplexedConnection, String)>>,
 }
@@ -104,6 +108,7 @@ impl Relay {
             pending: Mutex::new(Some((command_rx, outgoing_rx))),
             metrics,
             keep,
+            down: AtomicBool::new(false),
             reader: Mutex::new(None),
         }))
     }
@@ -164,6 +169,10 @@ impl Bridge for Relay {
         self.queue(Outgoing::Room(room.to_owned(), json));
     }
 
+    fn up(&self) -> bool {
+        !self.down.load(Relaxed)
+    }
+
     fn sync<'a>(
         &'a self,
         room: &'a str,
@@ -171,7 +180,7 @@ impl Bridge for Relay {
         since: Option<&'a Since>,
     ) -> BoxFuture<'a, Option<Synced>> {
         Box::pin(async move {
-            if self.metrics.redis_is_up() != Some(true) {
+            if !self.up() {
                 return None;
             }
             // Twice: the cached connection may have died with a Redis that has since restarted.
@@ -199,7 +208,7 @@ async fn publish_loop(relay: Arc<Relay>, mut outgoing: mpsc::Receiver<Outgoing>,
     let mut connection = None;
     let mut batch = Vec::with_capacity(256);
     while outgoing.recv_many(&mut batch, 256).await > 0 {
-        if metrics.redis_is_up() == Some(false) {
+        if relay.down.load(Relaxed) {
             // The subscriber saw the link break: a write on the old connection would only
             // fail after the timeout, and lose the batch.
             connection = None;
@@ -278,6 +287,7 @@ async fn subscribe_loop(
             if bounded(sink.subscribe(&channels)).await.is_ok() {
                 // Revocations made while this node was away (or before it started).
                 load_revocations(client, &revocations).await;
+                relay.down.store(false, Relaxed);
                 metrics.redis_up(true);
                 if let Some(rooms) = rooms.upgrade() {
                     rooms.set_linked(None, true);
@@ -340,6 +350,7 @@ async fn subscribe_loop(
             }
         }
         metrics.redis_up(false);
+        relay.down.store(true, Relaxed);
         if up {
             // The link just broke: say so at once to every local room.
             up = false;

@@ -116,6 +116,16 @@ async fn after_redis_loses_its_data_nothing_resumes_and_nothing_repeats() {
     }
     let redis = RedisServer::start_on(port);
     redis.await_subscribers("fragile", 1).await;
+    // The node says it is back (it reloads revocations after subscribing).
+    let mut up = 0.0;
+    for _ in 0..200 {
+        up = a.metric("wsgate_redis_up").await;
+        if up == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(up, 1.0);
     let (mut carol, welcome) = connect(&a, "fragile", "carol", Some(&at)).await;
     assert_eq!(welcome["recovered"], false);
     assert_ne!(

@@ -19,6 +19,8 @@ pub(crate) trait Bridge: Send + Sync {
     /// A message for `room` without its `seq`: Redis gives it one, and every node, this one
     /// included, delivers it from there.
     fn publish(&self, room: &str, json: String);
+    /// Whether the link to the other nodes is up now.
+    fn up(&self) -> bool;
     /// Publishes `presence` (if any) and reads the room's position, with what history holds
     /// after `since`; `None` if Redis could not be asked.
     fn sync<'a>(

@@ -75,14 +75,15 @@ impl Rooms {
                 missed: Vec::new(),
             };
         };
-        let synced = match membership.linked().await {
+        // While Redis is away there is nothing to wait for.
+        let synced = match bridge.up() && membership.linked().await {
             true => bridge.sync(room, presence.clone(), since).await,
             false => None,
         };
         let Some(synced) = synced else {
             // Redis is away: the join goes to this node's members only, and nothing resumes.
             if let Some(json) = presence {
-                self.deliver_local(room, json.into());
+                membership.announce_here(json);
             }
             return Entered {
                 membership,
@@ -186,9 +187,9 @@ impl Membership {
     }
 
     /// Waits until there is something to read, then moves messages into `out`: at least one,
-    /// and then more while fewer than `max` messages and `max_bytes` bytes are taken. Returns
-    /// how many messages this member missed just before them (0 when none): they had already
-    /// left the ring.
+    /// and then more while fewer than `max` messages and `max_bytes` bytes are taken. Or, when
+    /// the ring has already given up messages this member had not read, returns how many
+    /// (taking nothing), so the gap is reported (or filled) in its place; else 0.
     ///
     /// The byte bound matters: what a member has taken stays alive while its socket is slow,
     /// whatever the ring's budget, so a batch must stay small.
@@ -210,7 +211,7 @@ impl Membership {
     }
 
     /// [`Membership::recv`] without waiting: moves what is there now into `out`, within the
-    /// same bounds, and returns how many messages were missed before them.
+    /// same bounds, or returns how many messages were missed.
     pub fn try_take(&mut self, out: &mut Vec<Message>, max: usize, max_bytes: usize) -> u64 {
         let state = self.room.lock();
         state.ring.take(&mut self.cursor, out, max, max_bytes)
@@ -234,6 +235,17 @@ impl Membership {
         self.cursor.skip_through = synced.seq;
         self.cursor.last_seq = synced.seq;
         Some(missed)
+    }
+
+    /// Delivers this member's `join` to the other members on this node only (Redis is away),
+    /// stepping over it unless something arrived first.
+    fn announce_here(&mut self, json: String) {
+        let mut state = self.room.lock();
+        let index = state.ring.next_index();
+        self.rooms.push_as(&self.room, &mut state, 0, json.into());
+        if self.cursor.index == index {
+            self.cursor.index += 1;
+        }
     }
 
     /// Waits (briefly) until this node is subscribed to the room on Redis; `true` at once
