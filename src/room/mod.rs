@@ -253,6 +253,7 @@ impl Rooms {
 
     /// Delivers `message` to the local members of `room` without a `seq` (it is not passed
     /// on to other nodes, and not part of history).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn deliver_local(&self, room: &str, message: Utf8Bytes) {
         if let Some(entry) = self.lock().rooms.get(room).cloned() {
             let mut state = entry.lock();
