@@ -59,7 +59,7 @@ use crate::config::Config;
 use crate::credentials::{Carrier, Carriers};
 use crate::handshake::Upgrade;
 use crate::head::RequestHead;
-use crate::origin::OriginPolicy;
+use crate::origin::{OriginPolicy, Transport};
 use crate::rejection::Rejection;
 use crate::revocation::Revocations;
 use crate::room;
@@ -97,6 +97,8 @@ impl std::fmt::Debug for Admission {
 #[derive(Debug)]
 pub struct Gate<A> {
     origins: OriginPolicy,
+    /// TLS here means the same origin is an `https://` one.
+    transport: Transport,
     carriers: Carriers,
     protocols: Vec<String>,
     authenticator: A,
@@ -108,6 +110,7 @@ impl<A: Authenticator> Gate<A> {
     pub fn new(config: &Config, authenticator: A) -> Gate<A> {
         Gate {
             origins: config.origins.clone(),
+            transport: config.transport(),
             carriers: config.carriers.clone(),
             protocols: config.protocols.clone(),
             authenticator,
@@ -143,7 +146,7 @@ impl<A: Authenticator> Gate<A> {
         // 4. Origin, for the carrier the credential is in.
         let found = self.carriers.find(head);
         let carrier = found.as_ref().ok().and_then(|c| c.as_ref().map(|c| c.carrier()));
-        step("origin", self.origins.check(head, carrier))?;
+        step("origin", self.origins.check_via(head, carrier, self.transport))?;
         // 5. Credential.
         let missing = || Rejection::MissingCredential(self.carriers.missing_hint(head));
         let credential = step(
