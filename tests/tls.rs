@@ -139,6 +139,9 @@ async fn pending_settles(addr: std::net::SocketAddr, trusted: &str) {
     }
 }
 
+/// A carrier, a query string, request headers.
+type Case = (&'static str, String, Vec<(&'static str, String)>);
+
 #[tokio::test]
 async fn wss_with_every_carrier_welcomes_and_chats_both_ways() {
     let pair = self_signed();
@@ -146,7 +149,7 @@ async fn wss_with_every_carrier_welcomes_and_chats_both_ways() {
     let addr = server.addr;
     let trusted = [pair.0.as_str()];
     let origin = format!("https://{addr}");
-    let cases: [(&str, String, Vec<(&str, String)>); 4] = [
+    let cases: [Case; 4] = [
         (
             "header",
             String::new(),
