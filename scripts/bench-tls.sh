@@ -28,7 +28,7 @@ case "$KEY_KIND" in
   *) echo "key kind: rsa or ec" >&2; exit 2 ;;
 esac
 openssl req -x509 "${NEWKEY[@]}" -nodes -days 1 -subj /CN=localhost \
-  -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+  -addext subjectAltName=IP:127.0.0.1,DNS:localhost -addext basicConstraints=critical,CA:FALSE -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
 TLS=(--tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem")
 
 PIDS=()

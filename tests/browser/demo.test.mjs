@@ -231,7 +231,7 @@ test("over https the demo connects with wss://", { timeout: 40_000 }, async () =
   // A certificate made now, as README says; Chromium is told to accept it (test only).
   const dir = mkdtempSync(join(tmpdir(), "wsgate-tls-"));
   execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
+    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
     { stdio: "ignore" });
   const { child, address } = await startWsgate(["--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem")]);
   const tlsBrowser = await chromium.launch({

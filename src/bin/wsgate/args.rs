@@ -92,7 +92,8 @@ WSGATE_MAX_CONNECTIONS, --addr by WSGATE_ADDR. The option on the command line wi
 
 TLS (a build with --features tls): a certificate to try it on this machine, valid 30 days:
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \\
-    -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout key.pem -out cert.pem
+    -addext subjectAltName=IP:127.0.0.1,DNS:localhost -addext basicConstraints=critical,CA:FALSE \\
+    -keyout key.pem -out cert.pem
 then --tls-cert cert.pem --tls-key key.pem: the demo is at https://127.0.0.1:8080/ (the browser
 warns once about the self-signed certificate), rooms at wss://127.0.0.1:8080/ws/chat/ROOM.
 kill -HUP reloads both files; a pair that does not load is logged and the old one kept.";
