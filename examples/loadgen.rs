@@ -40,10 +40,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream, client_async_tls_with_config};
 use wsgate::jwt::{Claims, Key, unix_now};
 
@@ -108,11 +108,11 @@ fn parse_args() -> Result<Args, Error> {
         None => None,
     };
     if url.starts_with("wss://") {
-        let ca = options.get("ca").ok_or("a wss:// URL needs --ca PATH: the server's certificate (PEM)")?;
-        TLS.get_or_init(|| Arc::new(tls_client(ca.as_ref()).unwrap_or_else(|e| {
-            eprintln!("loadgen: --ca {ca}: {e}");
-            std::process::exit(2)
-        })));
+        let ca = options
+            .get("ca")
+            .ok_or("a wss:// URL needs --ca PATH: the server's certificate (PEM)")?;
+        let config = tls_client(ca.as_ref()).map_err(|e| format!("--ca {ca}: {e}"))?;
+        let _ = TLS.set(Arc::new(config));
     }
     // Load is only ever aimed at this machine.
     if !addr.ip().is_loopback() || addr2.is_some_and(|a| !a.ip().is_loopback()) {
