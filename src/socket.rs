@@ -76,10 +76,13 @@ impl<A: Authenticator> Socket<A> {
         // One deadline for the TLS handshake, the head and the decision: a slow client and a
         // slow authenticator hold a pending place for the same bounded time.
         let deadline = Instant::now() + self.shared.config.handshake_timeout;
+        // Boxed: the TLS path's state (rustls' connection, the TLS stream under the whole
+        // connection loop) is several KiB, and unboxed it would size every plain socket's
+        // task as well.
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.shared.config.tls {
             let acceptor = tls.acceptor();
-            return self.serve_tls(acceptor, deadline).await;
+            return Box::pin(self.serve_tls(acceptor, deadline)).await;
         }
         self.serve_http(deadline).await
     }
@@ -134,8 +137,10 @@ impl<A: Authenticator> Socket<A> {
                 return debug!(%peer, "TLS handshake timeout, dropped");
             }
         };
+        // Boxed, so the connection's future holds a pointer rather than rustls' state (a few
+        // KiB) in each of its await points.
         let socket = Socket {
-            stream,
+            stream: Box::new(stream),
             peer,
             shared,
             slot,
