@@ -7,6 +7,10 @@
 //! without care, and what wsgate is measured against.
 //!
 //! Run: `cargo run --release --example baseline -- 127.0.0.1:9090`
+//!
+//! With `--tls-cert cert.pem --tls-key key.pem` after the address it terminates TLS the usual
+//! way: `tokio_rustls::TlsAcceptor::accept`, then `accept_hdr_async` over the TLS stream (no
+//! handshake timeout, no budget), for the `wss://` comparison in `scripts/bench-tls.sh`.
 //! The room is taken from the path `/ws/chat/{room}` via the request callback; the username
 //! from `?user=` (no token is checked; any `token=` is ignored).
 
@@ -18,8 +22,11 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::broadcast;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
@@ -41,17 +48,52 @@ type Rooms = Arc<Mutex<HashMap<String, broadcast::Sender<Event>>>>;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9090".to_owned());
+    let args: Vec<String> = std::env::args().collect();
+    let addr = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:9090".to_owned());
+    let tls = match (flag(&args, "--tls-cert"), flag(&args, "--tls-key")) {
+        (Some(cert), Some(key)) => Some(acceptor(cert, key).map_err(std::io::Error::other)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(&addr).await?;
     println!("baseline listening on {}", listener.local_addr()?);
     let rooms: Rooms = Arc::default();
     loop {
         let (stream, _) = listener.accept().await?;
-        tokio::spawn(handle(stream, rooms.clone()));
+        let rooms = rooms.clone();
+        match &tls {
+            None => tokio::spawn(handle(stream, rooms)),
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        handle(stream, rooms).await;
+                    }
+                })
+            }
+        };
     }
 }
 
-async fn handle(stream: TcpStream, rooms: Rooms) {
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// A TLS acceptor for a PEM certificate chain and key.
+fn acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, Box<dyn std::error::Error + Send + Sync>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, rooms: Rooms) {
     let mut target = String::new();
     let callback = |request: &Request, response: Response| {
         target = request.uri().to_string();

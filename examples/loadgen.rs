@@ -8,7 +8,12 @@
 //! loadgen fanout    --url ws://127.0.0.1:8080 --url2 ws://127.0.0.1:8081 ...   (members split over two nodes)
 //! loadgen attack    --url ws://127.0.0.1:8080 --silent 512 --flood 8 --honest 20 --honest-rate 10 --duration 20
 //! loadgen history   --url ws://127.0.0.1:8080 --rooms 1000 --messages 100 --size 100 --hold 10
+//! loadgen handshake --url wss://127.0.0.1:8443 --ca cert.pem --conns 50 --duration 10   (any scenario, over TLS)
 //! ```
+//!
+//! With a `wss://` URL every connection does a full TLS handshake (no session resumption, the
+//! worst case for the server, as a flood of new clients would be), trusting the PEM
+//! certificate given with `--ca`.
 //!
 //! Tokens are minted from `WSGATE_SECRET` (the baseline ignores them); `reject` signs with a
 //! different key. Every connection gets its own token `sub` (`u{loop}-{n}`, `s{room}-{n}`, …),
@@ -37,13 +42,18 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::time::timeout;
+use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream, client_async_tls_with_config};
 use wsgate::jwt::{Claims, Key, unix_now};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// With a `wss://` URL: the TLS client settings, trusting `--ca`.
+static TLS: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -91,25 +101,21 @@ fn parse_args() -> Result<Args, Error> {
         .get("url")
         .cloned()
         .unwrap_or_else(|| "ws://127.0.0.1:8080".to_owned());
-    let authority = url
-        .strip_prefix("ws://")
-        .ok_or("--url must start with ws://")?
-        .trim_end_matches('/');
-    let addr: SocketAddr = authority.parse().map_err(|_| "--url must be ws://IP:PORT")?;
+    let addr = authority(&url, "--url")?;
     let addr2 = match options.get("url2") {
-        Some(url) => {
-            let authority = url
-                .strip_prefix("ws://")
-                .ok_or("--url2 must start with ws://")?
-                .trim_end_matches('/');
-            Some(
-                authority
-                    .parse::<SocketAddr>()
-                    .map_err(|_| "--url2 must be ws://IP:PORT")?,
-            )
+        Some(url2) if url2.starts_with("wss://") != url.starts_with("wss://") => {
+            return Err("--url and --url2 must both be ws:// or both wss://".into());
         }
+        Some(url2) => Some(authority(url2, "--url2")?),
         None => None,
     };
+    if url.starts_with("wss://") {
+        let ca = options
+            .get("ca")
+            .ok_or("a wss:// URL needs --ca PATH: the server's certificate (PEM)")?;
+        let config = tls_client(ca.as_ref()).map_err(|e| format!("--ca {ca}: {e}"))?;
+        let _ = TLS.set(Arc::new(config));
+    }
     // Load is only ever aimed at this machine.
     if !addr.ip().is_loopback() || addr2.is_some_and(|a| !a.ip().is_loopback()) {
         return Err("loadgen only targets loopback addresses (127.0.0.0/8, ::1)".into());
@@ -121,6 +127,47 @@ fn parse_args() -> Result<Args, Error> {
         options,
         json,
     })
+}
+
+/// `ws://IP:PORT` or `wss://IP:PORT` as an address.
+fn authority(url: &str, flag: &str) -> Result<SocketAddr, Error> {
+    let authority = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or_else(|| format!("{flag} must start with ws:// or wss://"))?
+        .trim_end_matches('/');
+    authority
+        .parse()
+        .map_err(|_| format!("{flag} must be ws://IP:PORT or wss://IP:PORT").into())
+}
+
+/// A TLS client that trusts the PEM certificate at `ca`, with session resumption off.
+fn tls_client(ca: &std::path::Path) -> Result<rustls::ClientConfig, Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// The URL of a room on `addr`, over TLS when the run is.
+fn room_url(addr: SocketAddr, room: &str, query: &str) -> String {
+    let scheme = if TLS.get().is_some() { "wss" } else { "ws" };
+    format!("{scheme}://{addr}/ws/chat/{room}?{query}")
+}
+
+/// The WebSocket handshake (and the TLS one first, on a wss:// run) over `stream`.
+async fn handshake(url: String, stream: TcpStream) -> Result<Ws, WsError> {
+    let connector = TLS.get().map(|config| Connector::Rustls(config.clone()));
+    let request = url.into_client_request()?;
+    let (ws, _) = client_async_tls_with_config(request, stream, Some(client_config()), connector).await?;
+    Ok(ws)
 }
 
 #[tokio::main]
@@ -168,11 +215,11 @@ fn token(key: &Key, sub: &str) -> String {
 
 /// Connects to `room` as `user`. `Ok(Err(status))` is an HTTP refusal.
 async fn connect(addr: SocketAddr, room: &str, user: &str, key: &Key) -> Result<Result<Ws, u16>, Error> {
-    let url = format!("ws://{addr}/ws/chat/{room}?token={}&user={user}", token(key, user));
+    let url = room_url(addr, room, &format!("token={}&user={user}", token(key, user)));
     let stream = timeout(STEP, TcpStream::connect(addr)).await??;
     stream.set_nodelay(true)?;
-    match timeout(STEP, client_async_with_config(url, stream, Some(client_config()))).await? {
-        Ok((ws, _)) => Ok(Ok(ws)),
+    match timeout(STEP, handshake(url, stream)).await? {
+        Ok(ws) => Ok(Ok(ws)),
         Err(WsError::Http(response)) => Ok(Err(response.status().as_u16())),
         Err(e) => Err(e.into()),
     }
@@ -660,15 +707,15 @@ enum Attempt {
 
 /// Connect and upgrade within `limit` in all; every failure is named.
 async fn connect_within(addr: SocketAddr, room: &str, user: &str, key: &Key, limit: Duration) -> Attempt {
-    let url = format!("ws://{addr}/ws/chat/{room}?token={}&user={user}", token(key, user));
+    let url = room_url(addr, room, &format!("token={}&user={user}", token(key, user)));
     let attempt = async {
         let stream = TcpStream::connect(addr).await.map_err(WsError::Io)?;
         stream.set_nodelay(true).map_err(WsError::Io)?;
-        client_async_with_config(url, stream, Some(client_config())).await
+        handshake(url, stream).await
     };
     match timeout(limit, attempt).await {
         Err(_) => Attempt::Failed("timeout".into()),
-        Ok(Ok((ws, _))) => Attempt::Open(Box::new(ws)),
+        Ok(Ok(ws)) => Attempt::Open(Box::new(ws)),
         Ok(Err(WsError::Http(response))) => Attempt::Refused(response.status().as_u16()),
         Ok(Err(e)) => Attempt::Failed(error_kind(&e)),
     }

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::credentials::Carriers;
 use crate::jwt::{Key, Validation};
-use crate::origin::OriginPolicy;
+use crate::origin::{OriginPolicy, Transport};
 use crate::room::RoomSettings;
 
 /// The longest duration a setting may have. Timers are computed as "now + duration", which
@@ -157,6 +157,11 @@ pub struct Config {
     /// e.g. `redis://127.0.0.1:6379`. `None`: a single node.
     #[cfg(feature = "redis")]
     pub redis_url: Option<String>,
+    /// With the `tls` feature: speak TLS on `addr` for every endpoint (`wss://`, `https://`)
+    /// with this certificate, which a clone of it can replace while the server runs. With it,
+    /// the same-origin check requires an `https://` Origin. `None`, the default: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Default for Config {
@@ -195,6 +200,8 @@ impl Default for Config {
             dev_tokens: false,
             #[cfg(feature = "redis")]
             redis_url: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -225,6 +232,16 @@ impl Config {
     pub fn with(mut self, change: impl FnOnce(&mut Config)) -> Config {
         change(&mut self);
         self
+    }
+
+    /// How clients reach this server: through TLS it terminates itself, or plain TCP (always,
+    /// without the `tls` feature). The same-origin check depends on it.
+    pub fn transport(&self) -> Transport {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return Transport::Tls;
+        }
+        Transport::Plain
     }
 
     /// The rooms' part of the settings.

@@ -61,7 +61,7 @@ use crate::config::Config;
 use crate::credentials::{Carrier, Carriers, percent_decode};
 use crate::handshake::Upgrade;
 use crate::head::RequestHead;
-use crate::origin::OriginPolicy;
+use crate::origin::{OriginPolicy, Transport};
 use crate::rejection::Rejection;
 use crate::revocation::Revocations;
 use crate::room::{self, Since};
@@ -102,6 +102,8 @@ impl std::fmt::Debug for Admission {
 #[derive(Debug)]
 pub struct Gate<A> {
     origins: OriginPolicy,
+    /// TLS here means the same origin is an `https://` one.
+    transport: Transport,
     carriers: Carriers,
     protocols: Vec<String>,
     authenticator: A,
@@ -113,6 +115,7 @@ impl<A: Authenticator> Gate<A> {
     pub fn new(config: &Config, authenticator: A) -> Gate<A> {
         Gate {
             origins: config.origins.clone(),
+            transport: config.transport(),
             carriers: config.carriers.clone(),
             protocols: config.protocols.clone(),
             authenticator,
@@ -149,7 +152,7 @@ impl<A: Authenticator> Gate<A> {
         // 4. Origin, for the carrier the credential is in.
         let found = self.carriers.find(head);
         let carrier = found.as_ref().ok().and_then(|c| c.as_ref().map(|c| c.carrier()));
-        step("origin", self.origins.check(head, carrier))?;
+        step("origin", self.origins.check_via(head, carrier, self.transport))?;
         // 5. Credential.
         let missing = || Rejection::MissingCredential(self.carriers.missing_hint(head));
         let credential = step(

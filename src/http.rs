@@ -109,6 +109,9 @@ impl Request {
     }
 }
 
+/// The first byte of a TLS connection (a handshake record, RFC 8446 §5.1).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// Reads one request head (at most [`MAX_HEAD_BYTES`]). The caller bounds the time.
 pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, ReadError> {
     // Grown on demand and dropped after the handshake, so an idle connection does not keep it.
@@ -121,6 +124,13 @@ pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Reques
         let n = stream.read(&mut buf[len..]).await.map_err(|_| ReadError::Gone)?;
         if n == 0 {
             return Err(ReadError::Gone);
+        }
+        // A TLS hello on a plain port: answer at once (the client fails fast on the answer)
+        // rather than wait for a blank line that never comes.
+        if len == 0 && buf[0] == TLS_HANDSHAKE_RECORD {
+            return Err(ReadError::Head(HeadError::Malformed(
+                "a TLS handshake on a plain port: use http:// or ws://",
+            )));
         }
         let start = len.saturating_sub(3);
         len += n;

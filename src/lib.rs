@@ -25,6 +25,7 @@
 //! - `connection`, `routes`, `shutdown`, `admin`, `socket` (private): one client's loop,
 //!   the plain-HTTP endpoints, stopping, the admin API, one accepted socket's life;
 //! - [`server`]: the accept loop that ties them together;
+//! - `tls` (feature `tls`): `wss://` without a proxy, the certificate served and its reload;
 //! - `relay`, `control`, `redis_sessions` (feature `redis`): rooms, revocations and notices across nodes, and
 //!   sessions, through Redis.
 //!
@@ -68,6 +69,8 @@ pub mod server;
 mod shutdown;
 mod socket;
 mod throttle;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::{Config, RejectMode};
 pub use handle::Handle;

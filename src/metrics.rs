@@ -24,6 +24,10 @@ pub struct Gauges {
     pub queued_bytes: usize,
     /// Entries in the revocation list.
     pub revocations: usize,
+    /// Whether the server terminates TLS itself (feature `tls`).
+    pub tls: bool,
+    /// The expiry of the TLS certificate being served, in Unix seconds, when known.
+    pub tls_not_after: Option<i64>,
 }
 
 /// The server's counters. Shared by reference; every method takes `&self`.
@@ -40,6 +44,7 @@ pub struct Metrics {
     redis_up: AtomicI64,
     redis_reconnects: AtomicU64,
     relay_dropped: AtomicU64,
+    tls_failures: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -55,6 +60,7 @@ impl Default for Metrics {
             redis_up: AtomicI64::new(-1),
             redis_reconnects: AtomicU64::new(0),
             relay_dropped: AtomicU64::new(0),
+            tls_failures: AtomicU64::new(0),
         }
     }
 }
@@ -74,6 +80,12 @@ impl Metrics {
     pub(crate) fn connection_opened(self: &Arc<Metrics>) -> OpenConnection {
         self.connections_active.fetch_add(1, Relaxed);
         OpenConnection(self.clone())
+    }
+
+    /// A TLS handshake that failed or timed out (plain HTTP on the TLS port included).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn tls_failed(&self) {
+        self.tls_failures.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn without_protocol(&self) {
@@ -246,6 +258,24 @@ impl Metrics {
             );
             let dropped = "Messages not published to other nodes (Redis down or too slow).";
             counter(&mut out, "wsgate_relay_dropped_total", dropped, &self.relay_dropped);
+        }
+        if gauges.tls {
+            let failed = "TLS handshakes that failed or timed out, plain HTTP on the TLS port included.";
+            counter(
+                &mut out,
+                "wsgate_tls_handshake_failures_total",
+                failed,
+                &self.tls_failures,
+            );
+        }
+        if let Some(not_after) = gauges.tls_not_after {
+            describe(
+                &mut out,
+                "wsgate_tls_cert_not_after_seconds",
+                "gauge",
+                "Expiry (notAfter, Unix seconds) of the TLS certificate served to new handshakes.",
+            );
+            let _ = writeln!(out, "wsgate_tls_cert_not_after_seconds {not_after}");
         }
         out
     }

@@ -1,6 +1,8 @@
-//! One accepted socket, from its first byte to its last: read the head (bounded in size and
-//! time, and evictable while it waits), answer the plain-HTTP routes, ask the gate, take the
-//! budgets that need to know who it is, then refuse or upgrade and run the connection.
+//! One accepted socket, from its first byte to its last: with TLS, the TLS handshake; read
+//! the head (bounded in size and time, and evictable while it waits), answer the plain-HTTP
+//! routes, ask the gate, take the budgets that need to know who it is, then refuse or upgrade
+//! and run the connection. Everything after the TLS handshake is one code path over any
+//! `AsyncRead + AsyncWrite` stream.
 //!
 //! The server's accept loop (`server.rs`) makes one [`Socket`] per accepted connection and
 //! spawns [`Socket::serve`]; everything the sockets share is in [`Shared`].
@@ -8,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
@@ -55,9 +58,9 @@ pub(crate) struct Shared<A> {
     pub(crate) relay: Relay,
 }
 
-/// One accepted socket, from the first byte to the last.
-pub(crate) struct Socket<A> {
-    pub(crate) stream: TcpStream,
+/// One accepted socket, from the first byte to the last; `S` is TCP, or TLS over it.
+pub(crate) struct Socket<A, S = TcpStream> {
+    pub(crate) stream: S,
     pub(crate) peer: SocketAddr,
     pub(crate) shared: Arc<Shared<A>>,
     /// Its place in the pending budget, given up once upgraded.
@@ -68,13 +71,91 @@ pub(crate) struct Socket<A> {
 }
 
 impl<A: Authenticator> Socket<A> {
-    pub(crate) async fn serve(mut self) {
+    pub(crate) async fn serve(self) {
         let _ = self.stream.set_nodelay(true);
+        // One deadline for the TLS handshake, the head and the decision: a slow client and a
+        // slow authenticator hold a pending place for the same bounded time.
+        let deadline = Instant::now() + self.shared.config.handshake_timeout;
+        // Boxed: the TLS path's state (rustls' connection, the TLS stream under the whole
+        // connection loop) is several KiB, and unboxed it would size every plain socket's
+        // task as well.
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.shared.config.tls {
+            let acceptor = tls.acceptor();
+            return Box::pin(self.serve_tls(acceptor, deadline)).await;
+        }
+        self.serve_http(deadline).await
+    }
+
+    /// The TLS handshake, in the socket's pending place: evictable like a socket that has not
+    /// sent its head, so a client that opens TCP and never says hello costs no more than one
+    /// that never sends a head (slowloris, slot exhaustion). Then the same HTTP path.
+    #[cfg(feature = "tls")]
+    async fn serve_tls(mut self, acceptor: tokio_rustls::TlsAcceptor, deadline: Instant) {
+        // Plain HTTP on a TLS port is a misconfigured client or link: tell it in plain HTTP
+        // rather than leave it with a reset. Peeking reads nothing, so TLS starts clean.
+        let mut first = [0u8; 1];
+        let peeked = tokio::select! {
+            peeked = timeout_at(deadline, self.stream.peek(&mut first)) => peeked,
+            _ = &mut self.slot.evicted => return debug!(peer = %self.peer, "evicted by a newer socket"),
+            _ = self.shutdown.wait() => return,
+        };
+        match peeked {
+            Ok(Ok(1..)) if first[0] == crate::tls::HANDSHAKE_RECORD => {}
+            Ok(Ok(1..)) => {
+                self.shared.metrics.tls_failed();
+                let rejection = Rejection::BadRequest("this port speaks TLS: use https:// or wss://".into());
+                return self.refuse(None, rejection, Unread::Maybe).await;
+            }
+            Ok(_) => return,
+            Err(_) => {
+                self.shared.metrics.tls_failed();
+                return debug!(peer = %self.peer, "TLS handshake timeout, dropped");
+            }
+        }
+        let Socket {
+            stream,
+            peer,
+            shared,
+            mut slot,
+            mut shutdown,
+            _running,
+        } = self;
+        let accepted = tokio::select! {
+            accepted = timeout_at(deadline, acceptor.accept(stream)) => accepted,
+            _ = &mut slot.evicted => return debug!(%peer, "evicted by a newer socket"),
+            _ = shutdown.wait() => return,
+        };
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                shared.metrics.tls_failed();
+                return debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                shared.metrics.tls_failed();
+                return debug!(%peer, "TLS handshake timeout, dropped");
+            }
+        };
+        // Boxed, so the connection's future holds a pointer rather than rustls' state (a few
+        // KiB) in each of its await points.
+        let socket = Socket {
+            stream: Box::new(stream),
+            peer,
+            shared,
+            slot,
+            shutdown,
+            _running,
+        };
+        socket.serve_http(deadline).await
+    }
+}
+
+impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
+    /// Reads the head, before `deadline`, and carries on from there.
+    async fn serve_http(mut self, deadline: Instant) {
         let shared = self.shared.clone();
         let config = &shared.config;
-        // One deadline for the head and the decision: a slow client and a slow authenticator
-        // hold a pending place for the same bounded time.
-        let deadline = Instant::now() + config.handshake_timeout;
         let read = tokio::select! {
             read = timeout_at(deadline, http::read_request(&mut self.stream)) => read,
             _ = &mut self.slot.evicted => return debug!(peer = %self.peer, "evicted by a newer socket"),
@@ -96,6 +177,8 @@ impl<A: Authenticator> Socket<A> {
                 pending_sockets: shared.pending.len(),
                 queued_bytes: shared.rooms.queued_bytes(),
                 revocations: shared.gate.revocations().len(),
+                tls: config.transport() == crate::origin::Transport::Tls,
+                tls_not_after: tls_not_after(config),
             };
             let answer = crate::routes::answer(&request.head, self.peer, config, &shared.metrics, &gauges);
             return match answer {
@@ -234,6 +317,21 @@ impl<A: Authenticator> Socket<A> {
             _ = http::respond(&mut self.stream, &response, unread) => {}
             _ = &mut self.slot.evicted => {}
         }
+    }
+}
+
+/// The served certificate's expiry in Unix seconds, for `/metrics`.
+fn tls_not_after(config: &Config) -> Option<i64> {
+    #[cfg(feature = "tls")]
+    return config
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.not_after())
+        .map(|expiry| expiry.0);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = config;
+        None
     }
 }
 

@@ -687,3 +687,27 @@ async fn the_terminal_client_redacts_every_credential_and_sends_json_lines_as_ty
     assert_eq!(code, 3, "{stdout}");
     assert!(stdout.contains("unset token variable"), "{stdout}");
 }
+
+/// `--tls-cert` is in every build's help (README holds one copy); a build without the `tls`
+/// feature refuses it in one line, and a build with it refuses files it cannot serve.
+#[tokio::test]
+async fn tls_flags_need_the_feature_and_usable_files() {
+    let dir = std::env::temp_dir().join(format!("wsgate-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    let cert = cert.to_str().unwrap();
+    let args = ["serve", "--addr", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", cert];
+    let (code, _, stderr) = output(&args, Some("0123456789abcdef0123456789abcdef")).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    if cfg!(feature = "tls") {
+        assert!(stderr.contains(&format!("certificate {cert}")), "{stderr}");
+    } else {
+        assert!(stderr.contains("--features tls"), "{stderr}");
+    }
+    let (code, _, stderr) = output(&["serve", "--tls-cert", cert], None).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--tls-key"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,10 +1,13 @@
-// The demo page in a real browser: every carrier, two tabs chatting, a tampered token, and a
-// cross-site page trying to ride the cookie. Run with ./run.sh (it builds and installs first).
+// The demo page in a real browser: every carrier, two tabs chatting, a tampered token, a
+// cross-site page trying to ride the cookie, and the demo over https:// and wss://. Run with
+// ./run.sh (it builds and installs first).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdirSync, statSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { once } from "node:events";
 import { chromium } from "playwright-core";
 
@@ -143,6 +146,43 @@ test("connecting with no token says why, with 4401", { timeout: 30_000 }, async 
   assert.equal(await page.getAttribute("#status", "data-code"), "4401");
   assert.match(status, /empty credential/);
   await page.context().close();
+});
+
+test("over https the demo connects with wss://", { timeout: 40_000 }, async () => {
+  // A certificate made now, as README says; Chromium is told to accept it (test only).
+  const dir = mkdtempSync(join(tmpdir(), "wsgate-tls-"));
+  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
+    { stdio: "ignore" });
+  const { child, address } = await startWsgate(["--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem")]);
+  const tlsBrowser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--disable-sync", "--no-first-run", "--disable-quic", "--ignore-certificate-errors"],
+  });
+  try {
+    for (const carrier of ["subprotocol", "cookie"]) {
+      const page = await (await tlsBrowser.newContext()).newPage();
+      page.setDefaultTimeout(WAIT);
+      const sockets = [];
+      page.on("websocket", (ws) => sockets.push(ws.url()));
+      await page.goto(`https://${address}/`);
+      await page.fill("#username", `tls-${carrier}`);
+      await page.fill("#room", "tls");
+      await connect(page, carrier);
+      await waitForStatus(page, "ok");
+      await page.waitForSelector(`#log li:has-text("Welcome, tls-${carrier}!")`);
+      await say(page, `hello over wss via ${carrier}`);
+      await page.waitForSelector(`#log li:has-text("tls-${carrier}: hello over wss via ${carrier}")`);
+      assert.ok(sockets.length > 0 && sockets.every((url) => url.startsWith(`wss://${address}/ws/chat/tls`)), sockets.join(" "));
+      await page.context().close();
+    }
+  } finally {
+    await tlsBrowser.close();
+    child.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("the refresh switch keeps a connection open past its first token's exp", { timeout: 40_000 }, async () => {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The browser tests: builds wsgate, makes sure Chromium and playwright-core are there, runs them.
+# The browser tests: builds wsgate (with TLS, for the https:// test), makes sure Chromium and
+# playwright-core are there, runs them.
 set -euo pipefail
 cd "$(dirname "$0")"
-cargo build --quiet --bin wsgate
+cargo build --quiet --features tls --bin wsgate
 if [ ! -x /usr/bin/chromium ]; then
   echo "Chromium is missing: apt-get install -y chromium" >&2
   exit 1

@@ -88,7 +88,15 @@ pub(crate) const SERVE_NOTES: &str = "\
 DURATION: a number with s, m, h or d (30s, 10m, 1h, 2d), at most 365d; a bare number is seconds.
 
 Every option can also be set by an environment variable named after it: --max-connections by
-WSGATE_MAX_CONNECTIONS, --addr by WSGATE_ADDR. The option on the command line wins.";
+WSGATE_MAX_CONNECTIONS, --addr by WSGATE_ADDR. The option on the command line wins.
+
+TLS (a build with --features tls): a certificate to try it on this machine, valid 30 days:
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \\
+    -addext subjectAltName=IP:127.0.0.1,DNS:localhost -addext basicConstraints=critical,CA:FALSE \\
+    -keyout key.pem -out cert.pem
+then --tls-cert cert.pem --tls-key key.pem: the demo is at https://127.0.0.1:8080/ (the browser
+warns once about the self-signed certificate), rooms at wss://127.0.0.1:8080/ws/chat/ROOM.
+kill -HUP reloads both files; a pair that does not load is logged and the old one kept.";
 
 pub(crate) const TOKEN_NOTES: &str = "\
 DURATION: a number with s, m, h or d (30s, 10m, 1h, 2d), at most 365d; a bare number is seconds.
@@ -283,6 +291,15 @@ pub(crate) struct ServeArgs {
     /// Redis key prefix of session ids [default: wsgate:session:]
     #[arg(long, env = "WSGATE_SESSION_REDIS_PREFIX", value_name = "PREFIX")]
     pub session_redis_prefix: Option<String>,
+
+    /// Speak TLS on --addr for every endpoint (wss://, https://) with this PEM certificate
+    /// chain; needs --tls-key and a build with --features tls. SIGHUP reloads both files
+    #[arg(long, env = "WSGATE_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "WSGATE_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -14,7 +14,7 @@ mod values;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::FromArgMatches;
@@ -223,6 +223,11 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     if let Some(demo) = args.demo {
         config.demo = demo == Switch::On;
     }
+    let tls_files = tls_files(args.tls_cert, args.tls_key)?;
+    #[cfg(feature = "tls")]
+    if let Some(files) = &tls_files {
+        config.tls = Some(wsgate::tls::Tls::new(wsgate::tls::load(&files.cert, &files.key)?));
+    }
     config.validate()?;
 
     let verifier = Verifier::new(config.keys.clone(), config.validation.clone())?;
@@ -234,14 +239,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match redis {
-            None => run_server(config, JwtAuthenticator::new(verifier), dev_mode).await,
+            None => run_server(config, JwtAuthenticator::new(verifier), dev_mode, tls_files).await,
             #[cfg(feature = "redis")]
             Some(url) => {
                 let prefix = args.session_redis_prefix.as_deref().unwrap_or("wsgate:session:");
                 let sessions = wsgate::relay::RedisSessionStore::new(&url, prefix)
                     .map_err(|e| Usage(format!("--redis {url:?}: {e}")))?;
                 config.redis_url = Some(url);
-                run_server(config, JwtAuthenticator::with_sessions(verifier, sessions), dev_mode).await
+                let authenticator = JwtAuthenticator::with_sessions(verifier, sessions);
+                run_server(config, authenticator, dev_mode, tls_files).await
             }
             #[cfg(not(feature = "redis"))]
             Some(_) => Err(Usage("--redis needs wsgate built with `--features redis`".to_owned())),
@@ -249,8 +255,17 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     })
 }
 
-async fn run_server<A: Authenticator>(config: Config, authenticator: A, dev_mode: bool) -> Result<ExitCode, Usage> {
+async fn run_server<A: Authenticator>(
+    config: Config,
+    authenticator: A,
+    dev_mode: bool,
+    tls_files: Option<TlsFiles>,
+) -> Result<ExitCode, Usage> {
     let primary = config.keys[0].clone();
+    let tls = tls_files.map(|files| {
+        let cert = files.cert.display().to_string();
+        (serve_tls(&config, files), cert)
+    });
     let server = match Server::bind_with(config, authenticator).await {
         Ok(server) => server,
         Err(e) => {
@@ -259,20 +274,77 @@ async fn run_server<A: Authenticator>(config: Config, authenticator: A, dev_mode
         }
     };
     if dev_mode {
-        print_dev_banner(server.local_addr(), &primary);
+        print_dev_banner(server.local_addr(), &primary, tls.map(|(_, cert)| cert).as_deref());
     }
     server.run(shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The certificate and key files given with `--tls-cert` and `--tls-key`.
+struct TlsFiles {
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    cert: PathBuf,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    key: PathBuf,
+}
+
+/// Both TLS files or neither (clap already requires them together); an error without the
+/// `tls` feature, as `--redis` is without `redis`.
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, Usage> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    if cfg!(not(feature = "tls")) {
+        return Err(Usage("--tls-cert needs wsgate built with `--features tls`".to_owned()));
+    }
+    Ok(Some(TlsFiles { cert, key }))
+}
+
+/// Logs which certificate is served, and reloads the files on SIGHUP for as long as the
+/// process runs: new handshakes get the new pair, open connections keep theirs, and a pair
+/// that does not load is logged and the old one kept. The handler is installed here, before
+/// the server listens, so a SIGHUP from then on never kills the process.
+#[cfg(feature = "tls")]
+fn serve_tls(config: &Config, files: TlsFiles) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Some(tls) = config.tls.clone() else { return };
+    let not_after = |tls: &wsgate::tls::Tls| tls.not_after().map_or("unknown".to_owned(), |e| e.to_string());
+    tracing::info!(cert = %files.cert.display(), not_after = %not_after(&tls), "serving TLS");
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => return tracing::warn!(error = %e, "no SIGHUP handler: the certificate will not be reloaded"),
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match tls.reload(&files.cert, &files.key) {
+                Ok(_) => {
+                    tracing::info!(cert = %files.cert.display(), not_after = %not_after(&tls), "TLS certificate reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, not_after = %not_after(&tls), "TLS reload failed; still serving the previous certificate")
+                }
+            }
+        }
+    });
+}
+
+#[cfg(not(feature = "tls"))]
+fn serve_tls(_: &Config, _: TlsFiles) {}
+
 /// The only place wsgate ever prints a token, and on purpose (PROTOCOL.md §6): dev mode's key is
 /// random and dies with the process, and this goes to stdout for the person who started it,
 /// never to the logs (stderr), which carry no token or query string anywhere.
-fn print_dev_banner(addr: SocketAddr, key: &Key) {
+fn print_dev_banner(addr: SocketAddr, key: &Key, tls_cert: Option<&str>) {
     let jwt = key.sign(&Claims::new("alice", unix_now() + 3600));
     println!("wsgate dev mode: no secret was given, so a random one was made; its tokens die with this process.");
     println!("Listening on {addr} (loopback only).\n");
     println!("A token for alice, valid for one hour:\n\n  {jwt}\n");
+    if let Some(cert) = tls_cert {
+        println!("Open the demo page: https://{addr}/ (it connects with wss://)\n");
+        println!("Rooms are at wss://{addr}/ws/chat/ROOM; `wsgate connect` speaks ws:// only.\n");
+        println!("Health and metrics: curl --cacert {cert} https://{addr}/healthz (and /metrics). Stop with Ctrl-C.");
+        return;
+    }
     // The path of this very binary, so the lines below run as printed.
     let exe = std::env::current_exe().map_or_else(|_| "wsgate".to_owned(), |p| p.display().to_string());
     println!("Open the demo page: http://{addr}/\n");
