@@ -183,16 +183,19 @@ impl Bridge for Relay {
             if !self.up() {
                 return None;
             }
-            // Twice: the cached connection may have died with a Redis that has since restarted.
+            // Twice only if the cached connection had died (with a Redis that has since
+            // restarted): then the script never ran. After a timeout it may have run, and
+            // running it again would publish the join twice.
             for attempt in 0..2 {
                 let (mut conn, script) = self.reader().await?;
                 match bounded(self.keep.sync(&mut conn, &script, room, presence.as_deref(), since)).await {
                     Ok(synced) => return Some(synced),
                     Err(e) => {
-                        if attempt == 1 {
-                            warn!(error = %e, "reading room history from redis failed");
-                        }
                         *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        if attempt == 1 || !(e.is_connection_dropped() || e.is_connection_refusal()) {
+                            warn!(error = %e, "reading room history from redis failed");
+                            return None;
+                        }
                     }
                 }
             }

@@ -137,12 +137,12 @@ impl Ring {
                 break;
             }
             cursor.index += 1;
-            if entry.seq != 0 {
-                if cursor.skip_through >= entry.seq {
-                    continue;
-                }
-                cursor.last_seq = entry.seq;
+            if entry.seq != 0 && cursor.skip_through >= entry.seq {
+                continue;
             }
+            // A frame without a seq (delivered only here while Redis was away, or a notice that
+            // the link or the epoch changed) leaves no seq to repair from.
+            cursor.last_seq = entry.seq;
             // The overlap ends at the first newer message (or one without a seq).
             cursor.skip_through = 0;
             bytes += entry.text.len();
@@ -160,7 +160,8 @@ pub(crate) struct Cursor {
     /// Messages up to this `seq` were already delivered another way (from Redis history);
     /// 0 for none.
     pub skip_through: u64,
-    /// The last `seq` read (0 before any), where a repair from history starts.
+    /// The last `seq` read, where a repair from history starts; 0 before any, and after a
+    /// frame without one.
     pub last_seq: u64,
 }
 

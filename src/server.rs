@@ -323,6 +323,8 @@ fn rooms(config: &Config, metrics: &Arc<Metrics>, revocations: &Revocations) -> 
     if let Some(url) = &config.redis_url {
         let keep = crate::redis_history::Keep {
             history: config.history,
+            room_bytes: config.room_settings().room_queued_bytes,
+            reply_bytes: config.room_settings().room_queued_bytes / 2,
             ttl: config.history_ttl,
         };
         let relay = crate::relay::Relay::new(url, metrics.clone(), keep)

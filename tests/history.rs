@@ -260,9 +260,42 @@ async fn a_stalled_member_is_served_from_history_and_told_only_what_history_lost
         }))
         .await;
         assert_eq!(
-            stall_then_read_everything(&server).await,
+            stall_then_read_everything(&server, 30_000).await,
             expect_lagged,
             "history {history}"
         );
     }
+}
+
+/// Rooms nobody is in may hold at most half the byte budget: filling many of them and
+/// leaving cannot take the buffer (and history) of a room in use.
+#[tokio::test]
+async fn rooms_kept_for_history_cannot_starve_rooms_in_use() {
+    let server = TestServer::start(config().with(|c| {
+        c.max_queued_bytes = 1 << 20; // 128 KiB per room, 512 KiB for kept rooms
+        c.rate_limit = 1000;
+        c.rate_burst = 1000;
+        c.user_connect_rate = 1000;
+        c.user_connect_burst = 1000;
+    }))
+    .await;
+    let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(30_000));
+    for room in 0..12 {
+        let mut filler = server.join(&format!("fill{room}"), "filler").await;
+        for _ in 0..4 {
+            send(&mut filler, &big).await;
+            next_json(&mut filler).await;
+        }
+        within(filler.close(None)).await.unwrap();
+    }
+    let (mut bob, at) = join_at(&server, "live", "bob").await;
+    let small = format!(r#"{{"message":"{}"}}"#, "y".repeat(2_000));
+    for _ in 0..20 {
+        send(&mut bob, &small).await;
+        next_json(&mut bob).await;
+    }
+    let kept = server.metric("wsgate_rooms_kept").await;
+    assert!((1.0..12.0).contains(&kept), "{kept} rooms kept");
+    let (_, welcome) = resume(&server, "live", "alice", &at).await;
+    assert_eq!(welcome["recovered"], true);
 }

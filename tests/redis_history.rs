@@ -218,10 +218,61 @@ async fn a_stalled_member_is_served_from_redis_history() {
         }))
         .await;
         assert_eq!(
-            stall_then_read_everything(&server).await,
+            stall_then_read_everything(&server, 30_000).await,
             expect_lagged,
             "history {history}"
         );
         let _: () = redis.query(&redis::cmd("FLUSHALL")).await;
     }
+}
+
+/// Redis lost a room's keys while a member was connected (expiry, eviction, a flush): the
+/// seqs start over, and the member is told so with `lagged` and gets every new message,
+/// instead of skipping them as if it had seen their seqs already.
+#[tokio::test]
+async fn an_epoch_that_changes_under_a_member_is_announced_not_hidden() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(node_config(&redis)).await;
+    let (mut bob, _) = connect(&server, "wiped", "bob", None).await;
+    for i in 0..30 {
+        send(&mut bob, &format!(r#"{{"message":"old {i}"}}"#)).await;
+    }
+    read(&mut bob, 30).await;
+    let (mut alice, welcome) = connect(&server, "wiped", "alice", None).await;
+    assert!(welcome["seq"].as_u64().unwrap() >= 31);
+    assert_eq!(next_json(&mut bob).await["type"], "join");
+    let _: () = redis
+        .query(redis::cmd("DEL").arg("wsgate:seq:wiped").arg("wsgate:history:wiped"))
+        .await;
+    for i in 0..5 {
+        send(&mut bob, &format!(r#"{{"message":"new {i}"}}"#)).await;
+    }
+    let got = read(&mut alice, 6).await;
+    assert_eq!(got[0], serde_json::json!({"type":"lagged","missed":null}));
+    let texts: Vec<&str> = got[1..].iter().map(|m| m["message"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["new 0", "new 1", "new 2", "new 3", "new 4"]);
+    assert_eq!(seq(&got[1]), 1);
+}
+
+/// A room's history in Redis is bounded in bytes (the node's per-room budget), not only in
+/// count, and a resume that would need more than fits is not recovered.
+#[tokio::test]
+async fn history_in_redis_is_bounded_in_bytes() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(node_config(&redis).with(|c| c.max_queued_bytes = 1 << 20)).await;
+    let (mut bob, welcome) = connect(&server, "heavy", "bob", None).await;
+    let at = position(&welcome);
+    let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(30_000));
+    for _ in 0..20 {
+        send(&mut bob, &big).await;
+        next_json(&mut bob).await;
+    }
+    let bytes: u64 = redis
+        .query(redis::cmd("HGET").arg("wsgate:seq:heavy").arg("bytes"))
+        .await;
+    let len: u64 = redis.query(redis::cmd("LLEN").arg("wsgate:history:heavy")).await;
+    assert!(bytes <= 128 * 1024, "{bytes} bytes of history");
+    assert!((3..20).contains(&len), "{len} frames of history");
+    let (_, welcome) = connect(&server, "heavy", "alice", Some(&at)).await;
+    assert_eq!(welcome["recovered"], false);
 }

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{MAX_KEPT_ROOMS, Position, Room, Rooms, Since};
+use super::{Position, Room, Rooms, Since};
 use crate::messages;
 use crate::ring::Cursor;
 
@@ -82,7 +82,11 @@ impl Rooms {
         };
         let Some(synced) = synced else {
             // Redis is away: the join goes to this node's members only, and nothing resumes.
-            if let Some(json) = presence {
+            // (If Redis was there but did not answer in time, the join may have gone out
+            // already: presence is a courtesy, so it is not sent a second time.)
+            if let Some(json) = presence
+                && !bridge.up()
+            {
                 membership.announce_here(json);
             }
             return Entered {
@@ -91,7 +95,12 @@ impl Rooms {
                 missed: Vec::new(),
             };
         };
-        membership.room.lock().learn(&synced.epoch, synced.seq);
+        {
+            let mut state = membership.room.lock();
+            if state.learn(&synced.epoch, synced.seq) {
+                self.epoch_changed(&membership.room, &mut state);
+            }
+        }
         // What arrives live up to the position read is already in `missed` or older.
         membership.cursor.skip_through = synced.seq;
         membership.cursor.last_seq = synced.seq;
@@ -123,11 +132,8 @@ impl Rooms {
             .clone();
         let mut state = entry.lock();
         state.members += 1;
-        if state.kept {
-            // Back in use: no longer waiting to be freed.
-            state.kept = false;
-            registry.kept.retain(|name| name != room);
-        }
+        // Back in use: no longer waiting to be freed.
+        registry.revive(room, &mut state);
         let mut presence = None;
         if self.announce(&mut state) {
             match &self.inner.bridge {
@@ -291,24 +297,8 @@ impl Drop for Membership {
             return;
         }
         // Kept for its history; the sweep frees it when that expires.
-        state.kept = true;
         state.ring.shrink();
-        registry.kept.push_back(room.to_owned());
-        while registry.kept.len() > MAX_KEPT_ROOMS {
-            let Some(oldest) = registry.kept.pop_front() else { break };
-            let Some(entry) = registry.rooms.get(&oldest).cloned() else {
-                continue;
-            };
-            if Arc::ptr_eq(&entry, &self.room) {
-                rooms.free(&mut registry, &oldest, &mut state);
-                continue;
-            }
-            let mut other = entry.lock();
-            if other.members == 0 {
-                rooms.free(&mut registry, &oldest, &mut other);
-            } else {
-                other.kept = false;
-            }
-        }
+        registry.keep(room, &mut state);
+        rooms.free_kept_over_limits(&mut registry, (&self.room, &mut state));
     }
 }

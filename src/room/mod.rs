@@ -152,6 +152,27 @@ struct Registry {
     rooms: HashMap<String, Arc<Room>>,
     /// Rooms without members, kept for their history, oldest first.
     kept: VecDeque<String>,
+    /// Bytes their rings hold. At most half the byte budget, so rooms nobody is in cannot
+    /// take the buffers of the rooms in use (those would trim their own frames first).
+    kept_bytes: usize,
+}
+
+impl Registry {
+    /// Starts keeping an empty room for its history.
+    fn keep(&mut self, name: &str, state: &mut RoomState) {
+        state.kept = true;
+        self.kept.push_back(name.to_owned());
+        self.kept_bytes += state.ring.bytes();
+    }
+
+    /// A kept room has a member again.
+    fn revive(&mut self, name: &str, state: &mut RoomState) {
+        if state.kept {
+            state.kept = false;
+            self.kept_bytes -= state.ring.bytes();
+            self.kept.retain(|kept| kept != name);
+        }
+    }
 }
 
 struct Room {
@@ -174,6 +195,8 @@ struct RoomState {
     presence: TokenBucket,
     /// In the registry's `kept` list.
     kept: bool,
+    /// With Redis: `epoch` is one Redis gave (not this node's placeholder).
+    heard: bool,
 }
 
 /// See [`Rooms::downgrade`].
@@ -237,8 +260,8 @@ impl Rooms {
     }
 
     /// Sends a server notice to `room`'s members, with a `seq`, into its history (with Redis:
-    /// through Redis, to every node). A room nobody is in (or was in lately) gets nothing and
-    /// is not created.
+    /// through Redis, to every node). A room nobody is in gets nothing and is not created
+    /// (and a room kept for its history does not change).
     pub fn publish_notice(&self, room: &str, message: &str) {
         if let Some(bridge) = &self.inner.bridge {
             bridge.publish(room, messages::notice(room, message, None));
@@ -248,7 +271,9 @@ impl Rooms {
             return;
         };
         let mut state = entry.lock();
-        self.push(&entry, &mut state, |seq| messages::notice(room, message, seq));
+        if state.members > 0 {
+            self.push(&entry, &mut state, |seq| messages::notice(room, message, seq));
+        }
     }
 
     /// Delivers `message` to the local members of `room` without a `seq` (it is not passed
@@ -266,7 +291,9 @@ impl Rooms {
     pub(crate) fn deliver_sequenced(&self, room: &str, epoch: &str, seq: u64, message: Utf8Bytes) {
         if let Some(entry) = self.lock().rooms.get(room).cloned() {
             let mut state = entry.lock();
-            state.learn(epoch, seq);
+            if state.learn(epoch, seq) {
+                self.epoch_changed(&entry, &mut state);
+            }
             self.push_as(&entry, &mut state, seq, message);
         }
     }
@@ -298,23 +325,18 @@ impl Rooms {
         WeakRooms(Arc::downgrade(&self.inner))
     }
 
-    /// Frees the rooms kept for history whose newest message has expired, and the oldest
-    /// kept rooms while every room together holds more than the byte budget. The server
+    /// Frees what kept rooms hold past its TTL, and the rooms left empty by it. The server
     /// calls it every second.
     pub(crate) fn sweep(&self, now: Instant) {
         let ttl = self.inner.settings.history_ttl;
         let mut registry = self.lock();
-        let mut over = self.queued_bytes() > self.inner.settings.max_queued_bytes;
         let kept = std::mem::take(&mut registry.kept);
         for name in kept {
             let Some(entry) = registry.rooms.get(&name).cloned() else {
                 continue;
             };
             let mut state = entry.lock();
-            if state.members > 0 {
-                state.kept = false;
-                continue;
-            }
+            let before = state.ring.bytes();
             while state
                 .ring
                 .front()
@@ -322,11 +344,29 @@ impl Rooms {
             {
                 self.pop_front(&mut state);
             }
-            if state.ring.len() == 0 || over {
+            registry.kept_bytes -= before - state.ring.bytes();
+            if state.ring.len() == 0 {
                 self.free(&mut registry, &name, &mut state);
-                over = self.queued_bytes() > self.inner.settings.max_queued_bytes;
             } else {
                 registry.kept.push_back(name);
+            }
+        }
+    }
+
+    /// Frees the oldest kept rooms while there are too many or they hold too many bytes
+    /// (see [`Registry::kept_bytes`]). `current` is a kept room whose state the caller holds
+    /// locked.
+    fn free_kept_over_limits(&self, registry: &mut Registry, current: (&Arc<Room>, &mut RoomState)) {
+        let (current_room, current_state) = current;
+        while registry.kept.len() > MAX_KEPT_ROOMS || registry.kept_bytes > self.inner.settings.max_queued_bytes / 2 {
+            let Some(oldest) = registry.kept.pop_front() else { break };
+            let Some(entry) = registry.rooms.get(&oldest).cloned() else {
+                continue;
+            };
+            if Arc::ptr_eq(&entry, current_room) {
+                self.free(registry, &oldest, current_state);
+            } else {
+                self.free(registry, &oldest, &mut entry.lock());
             }
         }
     }
@@ -373,16 +413,27 @@ impl Rooms {
         room.newest.send_replace(state.ring.next_index());
     }
 
+    /// Tells the members that the room's seqs start over, and may have missed frames: a
+    /// `lagged` without a seq, which also ends any overlap a member was skipping (its old
+    /// seqs would otherwise hide the new ones).
+    fn epoch_changed(&self, room: &Room, state: &mut RoomState) {
+        self.push_as(room, state, 0, messages::lagged_json(None).into());
+    }
+
     fn pop_front(&self, state: &mut RoomState) {
         if let Some(size) = state.ring.pop_front() {
             self.inner.queued.fetch_sub(size, Relaxed);
         }
     }
 
-    /// Removes an empty room and gives its ring's bytes back to the budget.
+    /// Removes an empty room and gives its ring's bytes back to the budget. A kept room must
+    /// already be out of `registry.kept`.
     fn free(&self, registry: &mut Registry, name: &str, state: &mut RoomState) {
+        if state.kept {
+            registry.kept_bytes -= state.ring.bytes();
+            state.kept = false;
+        }
         self.inner.queued.fetch_sub(state.ring.clear(), Relaxed);
-        state.kept = false;
         registry.rooms.remove(name);
         if let Some(bridge) = &self.inner.bridge {
             bridge.closed(name);
@@ -406,6 +457,7 @@ impl Room {
                 members: 0,
                 presence: TokenBucket::new(PRESENCE_RATE, PRESENCE_BURST),
                 kept: false,
+                heard: false,
             }),
             newest: watch::Sender::new(1),
             linked: AtomicBool::new(false),
@@ -420,13 +472,15 @@ impl Room {
 
 impl RoomState {
     /// Takes in what Redis says of the room's history (with Redis, the welcome falls back to
-    /// it while Redis is away).
-    fn learn(&mut self, epoch: &str, seq: u64) {
-        if *self.epoch != *epoch {
-            self.epoch = epoch.into();
-            self.last_seq = seq;
-        } else {
+    /// it while Redis is away). Returns whether the epoch changed under this room's members:
+    /// Redis lost the room's keys (expired, evicted, restarted), and its seqs start over.
+    fn learn(&mut self, epoch: &str, seq: u64) -> bool {
+        if *self.epoch == *epoch {
             self.last_seq = self.last_seq.max(seq);
+            return false;
         }
+        self.epoch = epoch.into();
+        self.last_seq = seq;
+        std::mem::replace(&mut self.heard, true)
     }
 }

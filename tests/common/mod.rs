@@ -248,13 +248,13 @@ pub async fn stalled_member(server: &TestServer, room: &str, user: &str) -> Clie
 }
 
 /// A stalled member (see [`stalled_member`]) in room `slow` while another sends 150 messages
-/// of 30 KB, then reads to the end: every `seq` must follow the one before, or the `lagged`
+/// of `size` bytes, then reads to the end: every `seq` must follow the one before, or the `lagged`
 /// before it must account for the gap exactly. Returns whether it lagged. The server's rate
 /// limit must allow a burst of 150 messages.
-pub async fn stall_then_read_everything(server: &TestServer) -> bool {
+pub async fn stall_then_read_everything(server: &TestServer, size: usize) -> bool {
     let mut stalled = stalled_member(server, "slow", "stalled").await;
     let mut sender = server.join("slow", "sender").await;
-    let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(30_000));
+    let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(size));
     for _ in 0..150 {
         send(&mut sender, &big).await;
         while next_json(&mut sender).await["type"] != "message" {}
