@@ -131,23 +131,27 @@ impl Ring {
             return missed;
         }
         let start = usize::try_from(cursor.index - oldest).unwrap_or(usize::MAX);
-        let mut bytes = 0;
-        for entry in self.entries.iter().skip(start) {
-            if out.len() >= max.max(1) || (bytes >= max_bytes && !out.is_empty()) {
+        let (taken, mut bytes) = (out.len(), 0);
+        let mut last_seq = cursor.last_seq;
+        for entry in self.entries.range(start.min(self.entries.len())..) {
+            if out.len() >= max.max(1) || (bytes >= max_bytes && out.len() > taken) {
                 break;
             }
             cursor.index += 1;
-            if entry.seq != 0 && cursor.skip_through >= entry.seq {
-                continue;
+            if cursor.skip_through != 0 {
+                if entry.seq != 0 && entry.seq <= cursor.skip_through {
+                    continue;
+                }
+                // The overlap ends at the first newer frame (or one without a seq).
+                cursor.skip_through = 0;
             }
-            // A frame without a seq (delivered only here while Redis was away, or a notice that
-            // the link or the epoch changed) leaves no seq to repair from.
-            cursor.last_seq = entry.seq;
-            // The overlap ends at the first newer message (or one without a seq).
-            cursor.skip_through = 0;
+            // A frame without a seq (delivered only here while Redis was away, or a notice
+            // that the link or the epoch changed) leaves no seq to repair from.
+            last_seq = entry.seq;
             bytes += entry.text.len();
             out.push(Message::Text(entry.text.clone()));
         }
+        cursor.last_seq = last_seq;
         0
     }
 }
