@@ -73,8 +73,10 @@ async fn main() -> Result<(), Error> {
         }
     }
 
-    // Renew the credential on an open connection: no reconnect, a new expiry.
-    match refresh_once(&format!("{room}?token={token}"), &token_for("alice", authority).await?).await {
+    // Renew the credential on an open connection: no reconnect, a later expiry (the connection
+    // starts with a two-minute token).
+    let short = token_lasting("alice", authority, 120).await?;
+    match refresh_once(&format!("{room}?token={short}"), &token_for("alice", authority).await?).await {
         Ok(summary) => println!("{:<14} ok       {summary}", "refresh"),
         Err(e) => println!("{:<14} FAILED   {e}", "refresh"),
     }
@@ -272,8 +274,17 @@ impl Resuming {
     /// Records a frame's `seq`; false for one already processed (a resume never repeats one,
     /// but a client that keeps a position should not count on it).
     fn is_new(&mut self, frame: &Value) -> bool {
-        let (Some(seq), Some(position)) = (frame["seq"].as_u64(), &mut self.position) else {
-            return true; // lagged, error, expiring, refreshed: no seq
+        let Some(position) = &mut self.position else {
+            return true;
+        };
+        if frame["type"] == "lagged" {
+            // Frames were lost, and with `missed: null` the room's seqs may start over (Redis
+            // lost the room): what comes next is new whatever its seq.
+            position.seq = 0;
+            return true;
+        }
+        let Some(seq) = frame["seq"].as_u64() else {
+            return true; // error, expiring, refreshed: no seq
         };
         if seq <= position.seq {
             return false;
@@ -416,11 +427,17 @@ where
 
 /// A token from WSGATE_SECRET if set, else from a dev-mode server's `/dev/token`.
 async fn token_for(sub: &str, authority: &str) -> Result<String, Error> {
+    token_lasting(sub, authority, 600).await
+}
+
+/// [`token_for`], valid for `ttl` seconds.
+async fn token_lasting(sub: &str, authority: &str, ttl: i64) -> Result<String, Error> {
     if let Ok(secret) = std::env::var("WSGATE_SECRET") {
-        return Ok(Key::new(secret.as_bytes())?.sign(&Claims::new(sub, unix_now() + 600)));
+        return Ok(Key::new(secret.as_bytes())?.sign(&Claims::new(sub, unix_now() + ttl)));
     }
     let mut stream = timeout(WAIT, TcpStream::connect(authority)).await??;
-    let request = format!("GET /dev/token?sub={sub} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /dev/token?sub={sub}&ttl={ttl} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     timeout(WAIT, stream.read_to_string(&mut response)).await??;
