@@ -23,7 +23,7 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ pub(crate) struct Relay {
     /// The subscriber lost Redis and has not got it back. Not set before the first connect,
     /// so the first joins of a node that just started wait for the link instead of missing it.
     down: AtomicBool,
+    /// Counts the subscriber's connections to Redis: a publisher connection made before the
+    /// latest one may be to a Redis that has since restarted.
+    links: AtomicU64,
     /// For the joins' history reads, with the script's hash (the publisher has its own).
     reader: Mutex<Option<(redis::aio::MultiplexedConnection, String)>>,
 }
@@ -109,6 +112,7 @@ impl Relay {
             metrics,
             keep,
             down: AtomicBool::new(false),
+            links: AtomicU64::new(0),
             reader: Mutex::new(None),
         }))
     }
@@ -209,15 +213,18 @@ impl Bridge for Relay {
 async fn publish_loop(relay: Arc<Relay>, mut outgoing: mpsc::Receiver<Outgoing>, rooms: WeakRooms) {
     let metrics = &relay.metrics;
     let mut connection = None;
+    let mut made_at_link = 0;
     let mut batch = Vec::with_capacity(256);
     while outgoing.recv_many(&mut batch, 256).await > 0 {
-        if relay.down.load(Relaxed) {
-            // The subscriber saw the link break: a write on the old connection would only
-            // fail after the timeout, and lose the batch.
+        let link = relay.links.load(Relaxed);
+        if relay.down.load(Relaxed) || link != made_at_link {
+            // The subscriber saw the link break (or come back): a write on the old connection
+            // would fail, perhaps only after the timeout, and lose the batch.
             connection = None;
         }
         if connection.is_none() {
             connection = connect_with_script(&relay.client).await;
+            made_at_link = link;
         }
         let Some((conn, script)) = &mut connection else {
             // Nothing of this batch reached Redis: local members still get the messages.
@@ -290,6 +297,7 @@ async fn subscribe_loop(
             if bounded(sink.subscribe(&channels)).await.is_ok() {
                 // Revocations made while this node was away (or before it started).
                 load_revocations(client, &revocations).await;
+                relay.links.fetch_add(1, Relaxed);
                 relay.down.store(false, Relaxed);
                 metrics.redis_up(true);
                 if let Some(rooms) = rooms.upgrade() {
