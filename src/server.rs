@@ -255,7 +255,11 @@ impl<A> Server<A> {
     /// buffer, then close.
     fn refuse_at_once(&self, stream: &TcpStream, peer: SocketAddr) {
         let rejection = Rejection::Overloaded;
-        let _ = stream.try_write(&Response::rejection(&rejection).to_bytes());
+        // A TLS client cannot read a plain-HTTP 503 (it sees a protocol error): it is just
+        // closed, as a full accept queue would.
+        if self.shared.config.transport() == crate::origin::Transport::Plain {
+            let _ = stream.try_write(&Response::rejection(&rejection).to_bytes());
+        }
         // Read what already arrived (without waiting): closing with unread input makes the
         // kernel send a reset, which could destroy the 503 before the client reads it.
         let mut sink = [0u8; 2048];

@@ -89,8 +89,37 @@ fn pem_error(error: &pem::Error) -> String {
     match error {
         pem::Error::Io(e) => e.to_string(),
         pem::Error::NoItemsFound => "no PEM block of the expected kind in it".to_owned(),
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!(
+                "a PEM block is not terminated (no -----END {}-----)",
+                String::from_utf8_lossy(end_marker)
+            )
+        }
         other => format!("not valid PEM ({other:?})"),
     }
+}
+
+/// The most bytes a certificate chain or key file may have: real ones are a few KiB.
+const MAX_PEM_FILE: u64 = 1 << 20;
+
+/// Reads a PEM file, refusing what is not a regular file (a FIFO or a device would block or
+/// never end) and anything over [`MAX_PEM_FILE`].
+fn read_pem(path: &Path) -> Result<Vec<u8>, pem::Error> {
+    use std::io::{Error, ErrorKind, Read};
+    let read = || {
+        if !std::fs::metadata(path)?.is_file() {
+            return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(MAX_PEM_FILE + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_PEM_FILE {
+            return Err(Error::new(ErrorKind::InvalidData, "larger than 1 MiB"));
+        }
+        Ok(bytes)
+    };
+    read().map_err(pem::Error::Io)
 }
 
 /// When a certificate stops being valid (its X.509 `notAfter`), in Unix seconds. Shown as a
@@ -140,16 +169,18 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<Certificate, TlsError> 
         path: cert_path.to_owned(),
         error,
     };
-    let chain = CertificateDer::pem_file_iter(cert_path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let chain = read_pem(cert_path)
+        .and_then(|pem| CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>())
         .map_err(cert_error)?;
     if chain.is_empty() {
         return Err(cert_error(pem::Error::NoItemsFound));
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|error| TlsError::Key {
-        path: key_path.to_owned(),
-        error,
-    })?;
+    let key = read_pem(key_path)
+        .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem))
+        .map_err(|error| TlsError::Key {
+            path: key_path.to_owned(),
+            error,
+        })?;
     let not_after = not_after(&chain[0]).map(Expiry);
     let config = ServerConfig::builder()
         .with_no_client_auth()

@@ -497,3 +497,38 @@ async fn sighup_serves_a_new_pair_to_new_handshakes_and_keeps_a_broken_one_out()
     assert_eq!(next_json(&mut after).await["type"], "message");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A certificate path that is a FIFO (which would block a reader forever), a directory, or a
+/// huge file is refused at once, and the message an operator reads names a truncated PEM.
+#[test]
+fn files_that_would_block_or_flood_a_reload_are_refused_at_once() {
+    let dir = temp_dir("hostile-files");
+    write_pair(&dir, &self_signed());
+    let key = dir.join("key.pem");
+    let fifo = dir.join("fifo.pem");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let huge = dir.join("huge.pem");
+    let mut big = std::fs::read(dir.join("cert.pem")).unwrap();
+    big.resize(2 << 20, b'A');
+    std::fs::write(&huge, big).unwrap();
+    let truncated = dir.join("truncated.pem");
+    let cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+    std::fs::write(&truncated, &cert[..cert.len() / 2]).unwrap();
+    for (path, says) in [
+        (fifo, "not a regular file"),
+        (dir.clone(), "not a regular file"),
+        (huge, "larger than 1 MiB"),
+        (truncated, "-----END CERTIFICATE-----"),
+    ] {
+        // On a thread of its own, so a load that blocks fails the test instead of hanging it.
+        let (path_in, key_in) = (path.clone(), key.clone());
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(wsgate::tls::load(&path_in, &key_in)));
+        let loaded = result.recv_timeout(Duration::from_secs(10)).expect("the load blocked");
+        let error = loaded
+            .err()
+            .unwrap_or_else(|| panic!("{} was accepted", path.display()));
+        assert!(error.to_string().contains(says), "{}: {error}", path.display());
+    }
+}

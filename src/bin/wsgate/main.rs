@@ -281,6 +281,7 @@ async fn run_server<A: Authenticator>(
 }
 
 /// The certificate and key files given with `--tls-cert` and `--tls-key`.
+#[derive(Clone)]
 struct TlsFiles {
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     cert: PathBuf,
@@ -316,12 +317,19 @@ fn serve_tls(config: &Config, files: TlsFiles) {
     };
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            match tls.reload(&files.cert, &files.key) {
-                Ok(_) => {
+            // Off the runtime's workers, and bounded: a file on a stalled mount must not stop
+            // the server from serving, nor the next SIGHUP from being heard.
+            let (reloading, files_now) = (tls.clone(), files.clone());
+            let reload = tokio::task::spawn_blocking(move || reloading.reload(&files_now.cert, &files_now.key));
+            match tokio::time::timeout(std::time::Duration::from_secs(10), reload).await {
+                Ok(Ok(Ok(_))) => {
                     tracing::info!(cert = %files.cert.display(), not_after = %not_after(&tls), "TLS certificate reloaded")
                 }
-                Err(e) => {
+                Ok(Ok(Err(e))) => {
                     tracing::error!(error = %e, not_after = %not_after(&tls), "TLS reload failed; still serving the previous certificate")
+                }
+                Ok(Err(_)) | Err(_) => {
+                    tracing::error!(not_after = %not_after(&tls), "TLS reload did not finish within 10 s (a file that does not answer?); still serving the previous certificate")
                 }
             }
         }
