@@ -89,9 +89,11 @@ enum Expiry {
 
 impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
     /// Runs until the client leaves, breaks a rule, expires, or the server shuts down. The
-    /// welcome reports `position`; `missed` follows it: what a resumed client missed (with
-    /// Redis; on one node the membership reads them from the room's history).
-    pub async fn run(mut self, mut shutdown: Shutdown, position: Position, missed: Vec<Message>) {
+    /// welcome reports the `Position`; the messages follow it: what a resumed client missed
+    /// (with Redis; on one node the membership reads them from the room's history). Boxed:
+    /// a future keeps its arguments for its whole life, and these are needed only at first.
+    pub async fn run(mut self, mut shutdown: Shutdown, greeting: Box<(Position, Vec<Message>)>) {
+        let (position, missed) = *greeting;
         let config = self.config;
         let identity = &self.identity;
         let welcome = Welcome::new(
@@ -106,7 +108,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
             self.ws.feed(welcome).await?;
             self.deliver(0, missed).await
         };
-        if !matches!(timeout(config.write_timeout, greeted).await, Ok(Ok(()))) {
+        // Boxed: once per connection, and its state would otherwise be part of the whole
+        // connection's future.
+        if !matches!(timeout(config.write_timeout, Box::pin(greeted)).await, Ok(Ok(()))) {
             return;
         }
 

@@ -271,7 +271,9 @@ impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
             registration,
             revoked,
         };
-        connection.run(shutdown, entered.position, entered.missed).await;
+        connection
+            .run(shutdown, Box::new((entered.position, entered.missed)))
+            .await;
         debug!(%peer, "connection closed");
         drop(places);
     }
