@@ -71,7 +71,9 @@ pub(crate) struct Socket<A, S = TcpStream> {
 }
 
 impl<A: Authenticator> Socket<A> {
-    pub(crate) async fn serve(self) {
+    /// Not an `async fn`: one would keep its own copy of the socket (its argument) for the
+    /// whole connection beside the one `serve_http` moves on with, 768 bytes per connection.
+    pub(crate) fn serve(self) -> impl Future<Output = ()> + Send + 'static {
         let _ = self.stream.set_nodelay(true);
         // One deadline for the TLS handshake, the head and the decision: a slow client and a
         // slow authenticator hold a pending place for the same bounded time.
@@ -82,9 +84,12 @@ impl<A: Authenticator> Socket<A> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.shared.config.tls {
             let acceptor = tls.acceptor();
-            return Box::pin(self.serve_tls(acceptor, deadline)).await;
+            return futures_util::future::Either::Left(Box::pin(self.serve_tls(acceptor, deadline)));
         }
-        self.serve_http(deadline).await
+        #[cfg(feature = "tls")]
+        return futures_util::future::Either::Right(self.serve_http(deadline));
+        #[cfg(not(feature = "tls"))]
+        self.serve_http(deadline)
     }
 
     /// The TLS handshake, in the socket's pending place: evictable like a socket that has not
@@ -260,20 +265,23 @@ impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
             Err(close) => return connection::close_with(&mut ws, close.frame()).await,
         };
         let _open = shared.metrics.connection_opened();
-        let entered = shared.rooms.enter(room, user, admission.since.as_ref()).await;
-        let connection = Connection {
-            ws,
-            membership: entered.membership,
-            identity: admission.identity,
-            config,
-            metrics: &shared.metrics,
-            authenticator: shared.gate.authenticator(),
-            registration,
-            revoked,
+        // Built in a block so that what went into it is gone before the connection's long
+        // await: a future keeps room for every local still in scope there.
+        let (connection, greeting) = {
+            let entered = shared.rooms.enter(room, user, admission.since.as_ref()).await;
+            let connection = Connection {
+                ws,
+                membership: entered.membership,
+                identity: admission.identity,
+                config,
+                metrics: &shared.metrics,
+                authenticator: shared.gate.authenticator(),
+                registration,
+                revoked,
+            };
+            (connection, Box::new((entered.position, entered.missed)))
         };
-        connection
-            .run(shutdown, Box::new((entered.position, entered.missed)))
-            .await;
+        connection.run(shutdown, greeting).await;
         debug!(%peer, "connection closed");
         drop(places);
     }
