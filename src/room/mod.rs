@@ -1,7 +1,7 @@
 //! Rooms: a registry that creates a room on its first join, and the fan-out of one message to
 //! every member, with the history a reconnecting client resumes from (PROTOCOL.md §10).
 //!
-//! Each room is a [`ring`](crate::ring) of ready-to-send WebSocket messages. A message is
+//! Each room is a ring (`ring.rs`) of ready-to-send WebSocket messages. A message is
 //! serialized once, with its `seq`, under the room's lock; every member reads a clone of the
 //! same `Message`, which is a reference-count bump, not a copy. Each member keeps its own
 //! cursor into the ring and is woken through a `watch` channel.
