@@ -18,8 +18,8 @@
 //! messages when it holds more than its share of bytes (`room_queued_bytes`) or when every
 //! room together holds more than `max_queued_bytes`: the slowest members then lag, and memory
 //! stays within the budget (plus the newest message of each room, which is always kept). Rooms
-//! kept only for history are freed, oldest first, when the budget is exceeded or more than
-//! [`MAX_KEPT_ROOMS`] wait.
+//! kept only for history hold at most half the budget and number at most [`MAX_KEPT_ROOMS`];
+//! past either, the oldest are freed, so rooms nobody is in never crowd the rooms in use.
 //!
 //! With Redis (PROTOCOL.md §8) the ring is only the local buffer: Redis assigns `seq` and
 //! keeps history, and a room is freed when its last local member leaves.
