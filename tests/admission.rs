@@ -23,15 +23,6 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// Whether the server closed `socket` within `wait` (EOF or reset).
-async fn closed_by_server(socket: &mut TcpStream, wait: Duration) -> bool {
-    let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(wait, socket.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
-
 #[tokio::test]
 async fn silent_sockets_cannot_keep_honest_clients_out() {
     const BUDGET: usize = 8;

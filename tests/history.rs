@@ -7,9 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Connects to `room` as `user` resuming after `since`; returns the client and its welcome.
 async fn resume(server: &TestServer, room: &str, user: &str, since: &str) -> (Client, Value) {
@@ -195,17 +193,7 @@ async fn resuming_while_a_publisher_sends_at_full_rate_loses_and_repeats_nothing
     let (alice, at) = join_at(&server, "busy", "alice").await;
     let mut alice = Some(alice);
     let (publisher, _) = join_at(&server, "busy", "bob").await;
-    let (mut sink, mut echoes) = publisher.split();
-    // The publisher reads its echoes elsewhere, so it never stalls.
-    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
-    let publish = tokio::spawn(async move {
-        for i in 0..TOTAL {
-            sink.send(Message::text(format!(r#"{{"message":"{i}"}}"#)))
-                .await
-                .unwrap();
-        }
-        sink
-    });
+    let publish = publish_in_background(publisher, TOTAL);
 
     let mut last: u64 = at.split_once(':').unwrap().1.parse().unwrap();
     let epoch = at.split_once(':').unwrap().0.to_owned();
@@ -242,8 +230,7 @@ async fn resuming_while_a_publisher_sends_at_full_rate_loses_and_repeats_nothing
     let first = at.split_once(':').unwrap().1.parse::<u64>().unwrap() + 1;
     let final_seq = final_seq.expect("the last message arrived");
     assert_eq!(seqs, (first..=final_seq).collect::<Vec<_>>());
-    let _sink = within(publish).await.unwrap();
-    drain.abort();
+    let _publisher = within(publish).await.unwrap();
 }
 
 /// A member whose socket takes nothing falls behind; with a small room buffer it is served

@@ -7,9 +7,7 @@ mod common;
 
 use common::redis_server::RedisServer;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 use wsgate::Config;
 
 fn node_config(redis: &RedisServer) -> Config {
@@ -156,16 +154,7 @@ async fn resuming_across_nodes_under_a_full_rate_publisher_is_exact() {
     let first = last + 1;
     let epoch = welcome["epoch"].as_str().unwrap().to_owned();
     let (publisher, _) = connect(&b, "busy", "bob", None).await;
-    let (mut sink, mut echoes) = publisher.split();
-    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
-    let publish = tokio::spawn(async move {
-        for i in 0..TOTAL {
-            sink.send(Message::text(format!(r#"{{"message":"{i}"}}"#)))
-                .await
-                .unwrap();
-        }
-        sink
-    });
+    let publish = publish_in_background(publisher, TOTAL);
 
     // Alice drops and resumes, alternating nodes, while Bob publishes.
     let (mut client, mut seqs, mut done) = (Some(alice), Vec::new(), false);
@@ -202,8 +191,7 @@ async fn resuming_across_nodes_under_a_full_rate_publisher_is_exact() {
     // Every seq from the first after alice's welcome to the end, once, in order (joins and
     // leaves of her own reconnections included).
     assert_eq!(seqs, (first..=last).collect::<Vec<_>>());
-    let _sink = within(publish).await.unwrap();
-    drain.abort();
+    let _publisher = within(publish).await.unwrap();
 }
 
 /// With Redis the ring is only the room buffer: a member that falls behind it is served from

@@ -249,15 +249,6 @@ async fn tls_on_a_plain_port_fails_fast_and_holds_no_place() {
     }
 }
 
-/// Whether the server closed `socket` within `wait` (EOF or reset).
-async fn closed_by_server(socket: &mut TcpStream, wait: Duration) -> bool {
-    let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(wait, socket.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
-
 #[tokio::test]
 async fn silent_tcp_on_the_tls_port_is_closed_at_the_handshake_timeout() {
     let pair = self_signed();

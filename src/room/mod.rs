@@ -41,6 +41,7 @@
 //! ```
 
 mod bridge;
+mod kept;
 mod membership;
 mod position;
 
@@ -60,6 +61,7 @@ use crate::ring::Ring;
 
 #[cfg_attr(not(feature = "redis"), allow(unused_imports))]
 pub(crate) use bridge::{BoxFuture, Bridge, Synced};
+pub use kept::MAX_KEPT_ROOMS;
 pub use membership::Membership;
 use position::new_epoch;
 pub use position::{Position, Since};
@@ -71,10 +73,6 @@ const PRESENCE_BURST: u32 = 50;
 
 /// The most characters a room name may have.
 pub const MAX_NAME_LEN: usize = 64;
-
-/// The most rooms kept for their history after their last member left. Each costs a few
-/// hundred bytes besides its messages, which the byte budget already bounds.
-pub const MAX_KEPT_ROOMS: usize = 10_000;
 
 /// The one rule for a room name (PROTOCOL.md §1): 1–64 characters of `[A-Za-z0-9_.-]`. Names
 /// are written into paths, Redis channel names and logs, so they stay a plain token.
@@ -155,24 +153,6 @@ struct Registry {
     /// Bytes their rings hold. At most half the byte budget, so rooms nobody is in cannot
     /// take the buffers of the rooms in use (those would trim their own frames first).
     kept_bytes: usize,
-}
-
-impl Registry {
-    /// Starts keeping an empty room for its history.
-    fn keep(&mut self, name: &str, state: &mut RoomState) {
-        state.kept = true;
-        self.kept.push_back(name.to_owned());
-        self.kept_bytes += state.ring.bytes();
-    }
-
-    /// A kept room has a member again.
-    fn revive(&mut self, name: &str, state: &mut RoomState) {
-        if state.kept {
-            state.kept = false;
-            self.kept_bytes -= state.ring.bytes();
-            self.kept.retain(|kept| kept != name);
-        }
-    }
 }
 
 struct Room {
@@ -276,99 +256,10 @@ impl Rooms {
         }
     }
 
-    /// Delivers `message` to the local members of `room` without a `seq` (it is not passed
-    /// on to other nodes, and not part of history).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn deliver_local(&self, room: &str, message: Utf8Bytes) {
-        if let Some(entry) = self.lock().rooms.get(room).cloned() {
-            let mut state = entry.lock();
-            self.push_as(&entry, &mut state, 0, message);
-        }
-    }
-
-    /// Delivers a message Redis gave `seq` in history `epoch` to the local members of `room`.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn deliver_sequenced(&self, room: &str, epoch: &str, seq: u64, message: Utf8Bytes) {
-        if let Some(entry) = self.lock().rooms.get(room).cloned() {
-            let mut state = entry.lock();
-            if state.learn(epoch, seq) {
-                self.epoch_changed(&entry, &mut state);
-            }
-            self.push_as(&entry, &mut state, seq, message);
-        }
-    }
-
-    /// Marks whether this node is subscribed to `room` on Redis (`None`: every room).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn set_linked(&self, room: Option<&str>, linked: bool) {
-        let registry = self.lock();
-        match room {
-            Some(name) => {
-                if let Some(room) = registry.rooms.get(name) {
-                    room.linked.store(linked, Relaxed);
-                }
-            }
-            None => registry
-                .rooms
-                .values()
-                .for_each(|room| room.linked.store(linked, Relaxed)),
-        }
-        drop(registry);
-        if linked {
-            self.inner.links.send_modify(|n| *n += 1);
-        }
-    }
-
     /// A handle that does not keep the rooms alive (for background tasks).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn downgrade(&self) -> WeakRooms {
         WeakRooms(Arc::downgrade(&self.inner))
-    }
-
-    /// Frees what kept rooms hold past its TTL, and the rooms left empty by it. The server
-    /// calls it every second.
-    pub(crate) fn sweep(&self, now: Instant) {
-        let ttl = self.inner.settings.history_ttl;
-        let mut registry = self.lock();
-        let kept = std::mem::take(&mut registry.kept);
-        for name in kept {
-            let Some(entry) = registry.rooms.get(&name).cloned() else {
-                continue;
-            };
-            let mut state = entry.lock();
-            let before = state.ring.bytes();
-            while state
-                .ring
-                .front()
-                .is_some_and(|e| now.saturating_duration_since(e.at) >= ttl)
-            {
-                self.pop_front(&mut state);
-            }
-            registry.kept_bytes -= before - state.ring.bytes();
-            if state.ring.len() == 0 {
-                self.free(&mut registry, &name, &mut state);
-            } else {
-                registry.kept.push_back(name);
-            }
-        }
-    }
-
-    /// Frees the oldest kept rooms while there are too many or they hold too many bytes
-    /// (see [`Registry::kept_bytes`]). `current` is a kept room whose state the caller holds
-    /// locked.
-    fn free_kept_over_limits(&self, registry: &mut Registry, current: (&Arc<Room>, &mut RoomState)) {
-        let (current_room, current_state) = current;
-        while registry.kept.len() > MAX_KEPT_ROOMS || registry.kept_bytes > self.inner.settings.max_queued_bytes / 2 {
-            let Some(oldest) = registry.kept.pop_front() else { break };
-            let Some(entry) = registry.rooms.get(&oldest).cloned() else {
-                continue;
-            };
-            if Arc::ptr_eq(&entry, current_room) {
-                self.free(registry, &oldest, current_state);
-            } else {
-                self.free(registry, &oldest, &mut entry.lock());
-            }
-        }
     }
 
     /// Whether a presence notice goes out now: small rooms only, and not faster than the
@@ -411,13 +302,6 @@ impl Rooms {
             queued = self.queued_bytes();
         }
         room.newest.send_replace(state.ring.next_index());
-    }
-
-    /// Tells the members that the room's seqs start over, and may have missed frames: a
-    /// `lagged` without a seq, which also ends any overlap a member was skipping (its old
-    /// seqs would otherwise hide the new ones).
-    fn epoch_changed(&self, room: &Room, state: &mut RoomState) {
-        self.push_as(room, state, 0, messages::lagged_json(None).into());
     }
 
     fn pop_front(&self, state: &mut RoomState) {
@@ -467,20 +351,5 @@ impl Room {
     fn lock(&self) -> MutexGuard<'_, RoomState> {
         // As for the registry: every statement leaves the state consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl RoomState {
-    /// Takes in what Redis says of the room's history (with Redis, the welcome falls back to
-    /// it while Redis is away). Returns whether the epoch changed under this room's members:
-    /// Redis lost the room's keys (expired, evicted, restarted), and its seqs start over.
-    fn learn(&mut self, epoch: &str, seq: u64) -> bool {
-        if *self.epoch == *epoch {
-            self.last_seq = self.last_seq.max(seq);
-            return false;
-        }
-        self.epoch = epoch.into();
-        self.last_seq = seq;
-        std::mem::replace(&mut self.heard, true)
     }
 }

@@ -281,3 +281,32 @@ pub async fn stall_then_read_everything(server: &TestServer, size: usize) -> boo
         }
     }
 }
+
+/// Whether the server closed `socket` within `wait` (EOF or reset).
+pub async fn closed_by_server(socket: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(wait, socket.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Sends `{"message":"0"}` … `{"message":"<total - 1>"}` from `publisher` as fast as the socket
+/// takes them, in the background, while its echoes are read and dropped elsewhere so it never
+/// stalls. Await the handle for the last one to be sent; keep what it returns to keep the
+/// publisher in the room.
+pub fn publish_in_background(
+    publisher: Client,
+    total: usize,
+) -> JoinHandle<futures_util::stream::SplitSink<Client, Message>> {
+    let (mut sink, mut echoes) = publisher.split();
+    tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+    tokio::spawn(async move {
+        for i in 0..total {
+            sink.send(Message::text(format!(r#"{{"message":"{i}"}}"#)))
+                .await
+                .unwrap();
+        }
+        sink
+    })
+}
