@@ -55,8 +55,9 @@ enum Command {
 enum Outgoing {
     /// A message for a room, without its seq: (room, JSON text).
     Room(String, String),
-    /// Renew a room's history counter: it has members here.
-    Touch(String),
+    /// Renew the history counters of these rooms: they have members here. One entry for all,
+    /// so a node with thousands of rooms does not crowd out messages in the queue.
+    Touch(Vec<String>),
     /// A control message (`wsgate:control`).
     Control(String),
     /// A revocation to keep for nodes that start later: (key, value, TTL in seconds).
@@ -242,7 +243,7 @@ async fn publish_loop(relay: Arc<Relay>, mut outgoing: mpsc::Receiver<Outgoing>,
         for outgoing in batch.drain(..) {
             match outgoing {
                 Outgoing::Room(room, json) => relay.keep.publish(&mut pipe, script, &room, &json),
-                Outgoing::Touch(room) => relay.keep.touch(&mut pipe, &room),
+                Outgoing::Touch(rooms) => rooms.iter().for_each(|room| relay.keep.touch(&mut pipe, room)),
                 Outgoing::Control(json) => {
                     pipe.cmd("PUBLISH").arg(control::CHANNEL).arg(json).ignore();
                 }
@@ -332,9 +333,7 @@ async fn subscribe_loop(
                             // Connected clients keep their epoch: renew the counters of the
                             // rooms that have members here.
                             let Some(rooms) = rooms.upgrade() else { return };
-                            for room in rooms.names() {
-                                relay.queue(Outgoing::Touch(room));
-                            }
+                            relay.queue(Outgoing::Touch(rooms.names()));
                         }
                         message = stream.next() => match message {
                             None => break, // connection lost
