@@ -11,6 +11,10 @@
 //! PUBLISH wsgate:control '{"publish":{"room":"lobby","message":"back in 5 minutes"}}'
 //! ```
 //!
+//! A notice published this way reaches the members connected now, on every node, without a
+//! `seq` and outside history (every node gets it, so none can number it once); the admin
+//! API's publish goes through the room's history instead (PROTOCOL.md §10).
+//!
 //! A message a node sent itself carries `"origin":"<node id>"` and is skipped when it comes
 //! back; so are `"at"` (when a user was revoked; default now) and anything unknown, which is
 //! logged and ignored.
