@@ -49,7 +49,11 @@ fn handshake(c: &mut Criterion) {
     let carriers = Carriers::default();
     let protocols = vec!["chat".to_owned()];
     let auth = JwtAuthenticator::new(Verifier::new(vec![Key::new(SECRET).unwrap()], Validation::default()).unwrap());
-    let gate = Gate::new(&Config::default(), auth);
+    let gate = Gate::new(
+        &Config::default(),
+        auth,
+        wsgate::revocation::Revocations::new(60, 86_400),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
 
     let mut group = c.benchmark_group(format!("handshake_{}_byte_browser_head", raw.len()));

@@ -20,6 +20,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tracing::{info, warn};
 
+use crate::cluster::{Reach, Revoked};
 use crate::config::AdminKey;
 use crate::handle::Handle;
 use crate::head::RequestHead;
@@ -98,11 +99,13 @@ async fn answer(
     if !slot.head_read() {
         return;
     }
-    let response = match body {
-        Ok(body) => decide(&request.head, body.as_deref(), &key, &handle, limits),
-        Err(status_and_why) => Err(status_and_why),
+    let decided = body.and_then(|body| decide(&request.head, body.as_deref(), &key, &handle, limits));
+    let response = match decided {
+        Ok(Decided::Answer(response)) => response,
+        // Waits at most the Redis timeout, still within this socket's place.
+        Ok(Decided::Revoke(revoke)) => revoked(handle.revoke_confirmed(&revoke).await),
+        Err((status, why)) => plain(status, why),
     };
-    let response = response.unwrap_or_else(|(status, why)| plain(status, why));
     info!(%peer, path = ?request.head.path(), status = response.status.as_u16(), "admin request");
     slot.linger();
     tokio::select! {
@@ -158,7 +161,7 @@ fn decide(
     key: &AdminKey,
     handle: &Handle,
     limits: Limits,
-) -> Result<Response, Refusal> {
+) -> Result<Decided, Refusal> {
     let route = match (head.method(), head.path()) {
         ("POST", "/admin/revoke") => Route::Revoke,
         ("POST", "/admin/publish") => Route::Publish,
@@ -177,8 +180,7 @@ fn decide(
     match route {
         Route::Revoke => {
             let revoke = Revoke::parse(body).map_err(bad)?;
-            let closed = handle.revoke(&revoke);
-            Ok(json(StatusCode::OK, format!(r#"{{"closed":{closed}}}"#)))
+            Ok(Decided::Revoke(revoke))
         }
         Route::Publish => {
             let PublishBody { room, message } = serde_json::from_slice(body).map_err(|e| bad(json_error(&e)))?;
@@ -190,7 +192,7 @@ fn decide(
                 )));
             }
             handle.publish(&room, &message);
-            Ok(json(StatusCode::ACCEPTED, "{}".to_owned()))
+            Ok(Decided::Answer(json(StatusCode::ACCEPTED, "{}".to_owned())))
         }
     }
 }
@@ -198,6 +200,33 @@ fn decide(
 enum Route {
     Revoke,
     Publish,
+}
+
+/// What a request that passed the checks asks for.
+enum Decided {
+    Answer(Response),
+    /// Revoke, then answer with how far it reached.
+    Revoke(Revoke),
+}
+
+/// `200` once stored in Redis (or with no other nodes), `202` while it waits in the control
+/// outbox, `503` when the outbox is full (PROTOCOL.md §12). It applies on this node in every
+/// case, and `closed` counts this node's connections.
+fn revoked(Revoked { closed, reach }: Revoked) -> Response {
+    let status = match reach {
+        Reach::Pending => StatusCode::ACCEPTED,
+        Reach::OutboxFull => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    let body = match reach.as_str() {
+        Some(cluster) => format!(r#"{{"closed":{closed},"cluster":"{cluster}"}}"#),
+        None => format!(r#"{{"closed":{closed}}}"#),
+    };
+    let mut response = json(status, body);
+    if reach == Reach::OutboxFull {
+        response.headers.push(("Retry-After", "1".to_owned()));
+    }
+    response
 }
 
 #[derive(Deserialize)]

@@ -20,11 +20,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
 use crate::credentials::Carriers;
 use crate::jwt::{Key, Validation};
 use crate::origin::{OriginPolicy, Transport};
 use crate::room::RoomSettings;
+
+/// The deadline of a Redis call unless configured (`--redis-timeout`).
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The longest duration a setting may have. Timers are computed as "now + duration", which
 /// overflows (and panics) for absurd values; a year is far beyond any sensible setting.
@@ -157,6 +161,16 @@ pub struct Config {
     /// e.g. `redis://127.0.0.1:6379`. `None`: a single node.
     #[cfg(feature = "redis")]
     pub redis_url: Option<String>,
+    /// The deadline of every Redis call (link, history, sessions): a Redis that stops
+    /// answering costs a handshake at most this (PROTOCOL.md §12). Default 1 s.
+    pub redis_timeout: Duration,
+    /// Session-cookie handshakes that may wait on the session store at once; more are
+    /// answered `503` at once, so a slow store never holds the places that handshakes decided
+    /// locally need. Default 256, a quarter of `max_pending`'s default.
+    pub max_deciding: usize,
+    /// Revocations that may wait for Redis on this node before a new one is refused with
+    /// `503` (it still applies here). Default 10,000.
+    pub control_outbox: usize,
     /// With the `tls` feature: speak TLS on `addr` for every endpoint (`wss://`, `https://`)
     /// with this certificate, which a clone of it can replace while the server runs. With it,
     /// the same-origin check requires an `https://` Origin. `None`, the default: plain TCP.
@@ -200,6 +214,9 @@ impl Default for Config {
             dev_tokens: false,
             #[cfg(feature = "redis")]
             redis_url: None,
+            redis_timeout: DEFAULT_REDIS_TIMEOUT,
+            control_outbox: 10_000,
+            max_deciding: 256,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -262,13 +279,17 @@ impl Config {
         if self.max_connections == 0 || self.max_pending == 0 || self.max_connections_per_user == 0 {
             return fail("max connections, max pending and max connections per user must be at least 1");
         }
+        if self.max_deciding == 0 || self.max_deciding > Semaphore::MAX_PERMITS {
+            return fail("max deciding must be at least 1");
+        }
         if self.user_connect_rate == 0 || self.user_connect_burst == 0 {
             return fail("user connect rate and burst must be at least 1");
         }
         if self.refresh_window > MAX_DURATION || self.revocation_ttl > MAX_DURATION {
             return fail("the refresh window and revocation TTL must be at most 365 days");
         }
-        if self.revocation_ttl.is_zero() || self.session_recheck.is_zero() || self.session_recheck > MAX_DURATION {
+        let second = Duration::from_secs(1);
+        if self.revocation_ttl < second || self.session_recheck < second || self.session_recheck > MAX_DURATION {
             return fail("the revocation TTL and session recheck must be 1 s to 365 days");
         }
         let durations = [
@@ -300,8 +321,14 @@ impl Config {
         if self.history > 1 << 16 {
             return fail("history must be 0 to 65536 messages");
         }
-        if self.history_ttl.is_zero() || self.history_ttl > MAX_DURATION {
+        if self.history_ttl < Duration::from_secs(1) || self.history_ttl > MAX_DURATION {
             return fail("history TTL must be 1 s to 365 days");
+        }
+        if self.redis_timeout < Duration::from_millis(1) || self.redis_timeout > Duration::from_secs(60) {
+            return fail("the Redis timeout must be 1 ms to 60 s");
+        }
+        if !(1..=1_000_000).contains(&self.control_outbox) {
+            return fail("the control outbox must hold 1 to 1,000,000 revocations");
         }
         if self.max_queued_bytes < 8 * self.max_message_size {
             return fail("max queued bytes must be at least 8 times the max message size (a room holds an eighth)");

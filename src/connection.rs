@@ -252,6 +252,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
     /// Checks a refresh token: every token rule, the same user, and still this room. Only an
     /// accepted one changes the connection's identity.
     async fn refresh(&mut self, token: &str) -> Refreshed {
+        if self.registration.session {
+            // A session-cookie connection lives as long as its session: a token's `exp` must
+            // not let it outlive a logout in the application that owns the session.
+            return Refreshed::Refused("renew the session, not a token".to_owned());
+        }
         let fresh = match self.authenticator.refresh(token).await {
             Ok(fresh) => fresh,
             Err(rejection) => return Refreshed::Refused(rejection.to_string()),

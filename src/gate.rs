@@ -21,7 +21,10 @@
 //! 5. **Credential**: the first carrier present, in PROTOCOL.md §2 order; two credentials in
 //!    one carrier is an error rather than a guess.
 //! 6. **Authenticator**: the credential becomes an [`Identity`] or a `401`. This is the only
-//!    step that may wait (a session store); every cheaper refusal has happened already.
+//!    step that may wait (a session store); every cheaper refusal has happened already. A
+//!    session cookie, which needs the store, first takes one of `max_deciding` places of its
+//!    own (`503` when none is free): a slow or stalled store then holds those places only,
+//!    never the ones that handshakes decided locally (JWTs) need.
 //!    Then the revocation list: a valid credential that was revoked (by `jti`, by user, by
 //!    session) is a `401` too.
 //! 7. **Room authorization**: the identity's `rooms` must allow the room (`403`).
@@ -37,12 +40,13 @@
 //! use wsgate::gate::Gate;
 //! use wsgate::head::RequestHead;
 //! use wsgate::jwt::{Claims, Key, Validation, Verifier};
+//! use wsgate::revocation::Revocations;
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let key = Key::new(b"an example secret of at least 32 bytes!!").unwrap();
 //! let token = key.sign(&Claims::new("alice", 4_000_000_000));
 //! let authenticator = JwtAuthenticator::new(Verifier::new(vec![key], Validation::default()).unwrap());
-//! let gate = Gate::new(&Config::default(), authenticator);
+//! let gate = Gate::new(&Config::default(), authenticator, Revocations::new(60, 86_400));
 //!
 //! let raw = format!(
 //!     "GET /ws/chat/lobby?token={token} HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\n\
@@ -54,6 +58,9 @@
 //! # });
 //! ```
 
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::auth::{Authenticator, Identity};
@@ -108,24 +115,23 @@ pub struct Gate<A> {
     protocols: Vec<String>,
     authenticator: A,
     revocations: Revocations,
+    /// Handshakes waiting on the session store (PROTOCOL.md §12).
+    lookups: Arc<Semaphore>,
 }
 
 impl<A: Authenticator> Gate<A> {
-    /// A gate with `config`'s origin policy, carrier names and subprotocols.
-    pub fn new(config: &Config, authenticator: A) -> Gate<A> {
+    /// A gate with `config`'s origin policy, carrier names and subprotocols, refusing what
+    /// `revocations` lists (the server's own list, which its handle revokes into).
+    pub fn new(config: &Config, authenticator: A, revocations: Revocations) -> Gate<A> {
         Gate {
             origins: config.origins.clone(),
             transport: config.transport(),
             carriers: config.carriers.clone(),
             protocols: config.protocols.clone(),
             authenticator,
-            revocations: Revocations::new(config.validation.leeway, config.revocation_ttl.as_secs()),
+            revocations,
+            lookups: Arc::new(Semaphore::new(config.max_deciding)),
         }
-    }
-
-    /// The revocation list this gate checks, and the open connections it can close.
-    pub(crate) fn revocations(&self) -> &Revocations {
-        &self.revocations
     }
 
     /// The authenticator.
@@ -161,10 +167,20 @@ impl<A: Authenticator> Gate<A> {
         )?;
         // 6. Authenticator, then the revocation list: a credential may be valid and yet
         //    withdrawn (a logout, a leaked token).
+        let lookup = match credential.carrier() {
+            Carrier::SessionCookie => Some(step(
+                "deciding place",
+                self.lookups
+                    .try_acquire()
+                    .map_err(|_| Rejection::Unavailable("too many session lookups in progress".into())),
+            )?),
+            _ => None,
+        };
         let identity = step(
             "authenticator",
             self.authenticator.authenticate(&credential, head).await,
         )?;
+        drop(lookup);
         let session = (credential.carrier() == Carrier::SessionCookie).then(|| credential.secret().to_owned());
         let revoked = match self.revocations.check(&identity, session.as_deref()) {
             None => Ok(()),

@@ -23,45 +23,38 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::revocation::{Revocations, Revoke};
+use crate::cluster::{Cluster, Revoked};
+use crate::revocation::Revoke;
 use crate::room::Rooms;
 
 /// A cloneable handle to a server: see the module docs. It stays usable after the server
 /// stopped (its calls then reach no connection).
 #[derive(Debug, Clone)]
 pub struct Handle {
-    pub(crate) revocations: Revocations,
+    /// Revocations: applied here, and (with Redis) sent to the other nodes.
+    pub(crate) cluster: Cluster,
     pub(crate) rooms: Rooms,
     pub(crate) stop: Arc<Notify>,
-    /// With `--redis`: the way to the other nodes.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) relay: Relay,
 }
-
-/// The link to other nodes through Redis, when configured.
-#[cfg(feature = "redis")]
-pub(crate) type Relay = Option<Arc<crate::relay::Relay>>;
-
-/// Without the `redis` feature there are no other nodes.
-#[cfg(not(feature = "redis"))]
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Relay;
 
 impl Handle {
     /// Revokes as `revoke` says; returns how many connections on this node it closed. With
     /// `--redis` every other node does the same within a moment, and the revocation is stored
-    /// for nodes that start later.
+    /// for nodes that start later; while Redis is away it waits in the control outbox (see
+    /// [`Handle::revoke_confirmed`] to learn how far it got).
     pub fn revoke(&self, revoke: &Revoke) -> usize {
-        let closed = self.revocations.revoke(revoke);
-        #[cfg(feature = "redis")]
-        if let Some(relay) = &self.relay {
-            let control = crate::control::Control::revoke(revoke.clone(), relay.node_id());
-            let ttl = self.revocations.lasts(revoke, crate::jwt::unix_now());
-            relay.control(&control, ttl);
-        }
-        closed
+        self.cluster.revoke(revoke).0
     }
 
+    /// [`Handle::revoke`], then waits (at most the Redis timeout) to learn whether Redis
+    /// stored it: what the admin API answers.
+    pub async fn revoke_confirmed(&self, revoke: &Revoke) -> Revoked {
+        let (closed, ticket) = self.cluster.revoke(revoke);
+        Revoked {
+            closed,
+            reach: self.cluster.reach(ticket).await,
+        }
+    }
     /// Revokes the token with this `jti` until its `exp`; closes its connections (`4401
     /// revoked`) and returns how many.
     pub fn revoke_jti(&self, jti: &str, exp: i64) -> usize {

@@ -38,10 +38,9 @@ mod admin;
 pub mod auth;
 mod bucket;
 pub mod close;
+pub mod cluster;
 pub mod config;
 mod connection;
-#[cfg(feature = "redis")]
-mod control;
 pub mod credentials;
 pub mod gate;
 pub mod handle;
@@ -54,13 +53,7 @@ mod messages;
 pub mod metrics;
 pub mod origin;
 mod pending;
-#[cfg(feature = "redis")]
-mod redis_history;
-#[cfg(feature = "redis")]
-mod redis_sessions;
 pub mod rejection;
-#[cfg(feature = "redis")]
-pub mod relay;
 pub mod revocation;
 mod ring;
 pub mod room;
@@ -68,6 +61,7 @@ mod routes;
 pub mod server;
 mod shutdown;
 mod socket;
+mod state;
 mod throttle;
 #[cfg(feature = "tls")]
 pub mod tls;

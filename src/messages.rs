@@ -81,7 +81,7 @@ pub(crate) fn refreshed(exp: i64) -> Message {
 /// `{"type":"message",…,"seq":N}`, to every member of the room, the sender included.
 ///
 /// `seq` is last, and absent until it is known: with Redis, the node sends the JSON without
-/// it and Redis writes `,"seq":N` before the closing brace (see `relay`).
+/// it and Redis writes `,"seq":N` before the closing brace (see `cluster::history`).
 #[derive(Serialize)]
 struct Chat<'a> {
     r#type: &'static str,

@@ -24,6 +24,8 @@ pub struct Gauges {
     pub queued_bytes: usize,
     /// Entries in the revocation list.
     pub revocations: usize,
+    /// Revocations waiting in the control outbox for Redis; `None` without Redis.
+    pub control_pending: Option<usize>,
     /// Whether the server terminates TLS itself (feature `tls`).
     pub tls: bool,
     /// The expiry of the TLS certificate being served, in Unix seconds, when known.
@@ -44,6 +46,7 @@ pub struct Metrics {
     redis_up: AtomicI64,
     redis_reconnects: AtomicU64,
     relay_dropped: AtomicU64,
+    control_rejected: AtomicU64,
     tls_failures: AtomicU64,
 }
 
@@ -60,6 +63,7 @@ impl Default for Metrics {
             redis_up: AtomicI64::new(-1),
             redis_reconnects: AtomicU64::new(0),
             relay_dropped: AtomicU64::new(0),
+            control_rejected: AtomicU64::new(0),
             tls_failures: AtomicU64::new(0),
         }
     }
@@ -102,26 +106,6 @@ impl Metrics {
 
     pub(crate) fn lagged(&self, n: u64) {
         self.messages_lagged.fetch_add(n, Relaxed);
-    }
-
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn redis_configured(&self) {
-        let _ = self.redis_up.compare_exchange(-1, 0, Relaxed, Relaxed);
-    }
-
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn redis_up(&self, up: bool) {
-        self.redis_up.store(i64::from(up), Relaxed);
-    }
-
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn redis_reconnect(&self) {
-        self.redis_reconnects.fetch_add(1, Relaxed);
-    }
-
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn relay_dropped(&self, n: u64) {
-        self.relay_dropped.fetch_add(n, Relaxed);
     }
 
     /// Upgraded connections open now.
@@ -258,6 +242,23 @@ impl Metrics {
             );
             let dropped = "Messages not published to other nodes (Redis down or too slow).";
             counter(&mut out, "wsgate_relay_dropped_total", dropped, &self.relay_dropped);
+            let rejected =
+                "Control messages and stored revocations ignored: signature does not verify, or unknown shape.";
+            counter(
+                &mut out,
+                "wsgate_control_rejected_total",
+                rejected,
+                &self.control_rejected,
+            );
+        }
+        if let Some(pending) = gauges.control_pending {
+            describe(
+                &mut out,
+                "wsgate_control_pending",
+                "gauge",
+                "Revocations made on this node waiting in the control outbox to be stored in Redis.",
+            );
+            let _ = writeln!(out, "wsgate_control_pending {pending}");
         }
         if gauges.tls {
             let failed = "TLS handshakes that failed or timed out, plain HTTP on the TLS port included.";
@@ -278,6 +279,30 @@ impl Metrics {
             let _ = writeln!(out, "wsgate_tls_cert_not_after_seconds {not_after}");
         }
         out
+    }
+}
+
+/// What only the link to other nodes counts (feature `redis`).
+#[cfg(feature = "redis")]
+impl Metrics {
+    pub(crate) fn redis_configured(&self) {
+        let _ = self.redis_up.compare_exchange(-1, 0, Relaxed, Relaxed);
+    }
+
+    pub(crate) fn redis_up(&self, up: bool) {
+        self.redis_up.store(i64::from(up), Relaxed);
+    }
+
+    pub(crate) fn redis_reconnect(&self) {
+        self.redis_reconnects.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn relay_dropped(&self, n: u64) {
+        self.relay_dropped.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn control_rejected(&self) {
+        self.control_rejected.fetch_add(1, Relaxed);
     }
 }
 

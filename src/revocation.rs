@@ -111,8 +111,19 @@ pub(crate) fn json_error(e: &serde_json::Error) -> String {
 }
 
 /// The revocation list and the open connections. Cloning gives another handle to the same.
+///
+/// A server has one, given to its [`Gate`](crate::gate::Gate) (which refuses revoked
+/// credentials) and to its [`Handle`](crate::Handle) (which revokes).
+///
+/// ```
+/// use wsgate::revocation::{Revocations, Revoke};
+///
+/// let revocations = Revocations::new(60, 86_400);
+/// revocations.revoke(&Revoke::User { user: "alice".into() });
+/// assert_eq!(revocations.len(), 1);
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct Revocations {
+pub struct Revocations {
     inner: Arc<Mutex<Inner>>,
     leeway: i64,
     ttl: i64,
@@ -145,6 +156,9 @@ struct Open {
 pub(crate) struct Registration {
     revocations: Revocations,
     id: u64,
+    /// The connection came in with a session cookie: it lives as long as the session does,
+    /// so it cannot switch to a token's expiry by `refresh` (PROTOCOL.md §12).
+    pub(crate) session: bool,
 }
 
 impl Revocations {
@@ -163,48 +177,74 @@ impl Revocations {
         self.revoke_at(revoke, unix_now())
     }
 
-    /// How long, from now, the entry for `revoke` made at `at` lasts (0: already over).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub fn lasts(&self, revoke: &Revoke, at: i64) -> u64 {
-        let until = match revoke {
+    /// Until when (Unix seconds) the entry for `revoke`, made at `at`, lasts: the one rule
+    /// for every copy of it (this list, the Redis key's TTL, a re-stored copy).
+    pub(crate) fn until(&self, revoke: &Revoke, at: i64) -> i64 {
+        match revoke {
             Revoke::Jti { exp, .. } => exp.saturating_add(self.leeway),
             Revoke::User { .. } | Revoke::Session { .. } => at.saturating_add(self.ttl),
-        };
-        u64::try_from(until.saturating_sub(unix_now())).unwrap_or(0)
+        }
     }
 
     /// [`Revocations::revoke`] as made at time `at` (Unix seconds): another node's
     /// revocation, or one stored in Redis, keeps its own moment, so a user's credentials
     /// issued after it still work here.
-    pub fn revoke_at(&self, revoke: &Revoke, at: i64) -> usize {
+    pub(crate) fn revoke_at(&self, revoke: &Revoke, at: i64) -> usize {
+        self.revoke_all(std::slice::from_ref(&(revoke.clone(), at)))
+    }
+
+    /// Adds every `(revocation, made at)` and closes the open connections they name; returns
+    /// how many. One purge and one pass over the open connections per chunk of entries, so
+    /// loading N stored revocations costs O(N + open connections), not N passes; the lock is
+    /// let go between chunks so handshakes are not held up by a long load.
+    pub(crate) fn revoke_all(&self, revokes: &[(Revoke, i64)]) -> usize {
+        const CHUNK: usize = 10_000;
+        let mut closed = 0;
+        for chunk in revokes.chunks(CHUNK) {
+            let mut inner = self.lock();
+            inner.purge(unix_now());
+            for (revoke, at) in chunk {
+                let until = self.until(revoke, *at);
+                match revoke {
+                    Revoke::Jti { jti, .. } => {
+                        inner.jtis.insert(jti.clone(), until);
+                    }
+                    Revoke::User { user } => {
+                        inner.users.insert(user.clone(), (*at, until));
+                    }
+                    Revoke::Session { session } => {
+                        inner.sessions.insert(session.clone(), until);
+                    }
+                }
+            }
+            closed += inner.close_revoked();
+        }
+        closed
+    }
+
+    /// Every unexpired entry as `(revocation, made at)`: what a node stores again in a Redis
+    /// that lost them.
+    pub fn held(&self) -> Vec<(Revoke, i64)> {
         let mut inner = self.lock();
         inner.purge(unix_now());
-        match revoke {
-            Revoke::Jti { jti, exp } => {
-                inner.jtis.insert(jti.clone(), exp.saturating_add(self.leeway));
-            }
-            Revoke::User { user } => {
-                inner.users.insert(user.clone(), (at, at.saturating_add(self.ttl)));
-            }
-            Revoke::Session { session } => {
-                inner.sessions.insert(session.clone(), at.saturating_add(self.ttl));
-            }
-        }
-        let doomed: Vec<(u64, Close)> = inner
-            .open
+        let jtis = inner.jtis.iter().map(|(jti, until)| {
+            let exp = until.saturating_sub(self.leeway);
+            (Revoke::Jti { jti: jti.clone(), exp }, exp)
+        });
+        let users = inner
+            .users
             .iter()
-            .filter_map(|(id, open)| {
-                inner
-                    .verdict(&open.user, open.jti.as_deref(), open.issued_at, open.session.as_deref())
-                    .map(|c| (*id, c))
-            })
-            .collect();
-        for (id, close) in &doomed {
-            if let Some(open) = inner.open.remove(id) {
-                let _ = open.close.send(*close);
-            }
-        }
-        doomed.len()
+            .map(|(user, (at, _))| (Revoke::User { user: user.clone() }, *at));
+        let sessions = inner.sessions.iter().map(|(session, until)| {
+            let at = until.saturating_sub(self.ttl);
+            (
+                Revoke::Session {
+                    session: session.clone(),
+                },
+                at,
+            )
+        });
+        jtis.chain(users).chain(sessions).collect()
     }
 
     /// Why `identity` (with `session`, if it came with a session cookie) may not connect:
@@ -217,7 +257,7 @@ impl Revocations {
     /// Registers an open connection; the receiver fires with the close a revocation calls for.
     /// Checked again here, under the same lock as [`Revocations::revoke`], so a revocation
     /// that lands between the handshake's check and this call is not missed.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         identity: &Identity,
         session: Option<&str>,
@@ -242,6 +282,7 @@ impl Revocations {
         let registration = Registration {
             revocations: self.clone(),
             id,
+            session: session.is_some(),
         };
         Ok((registration, closed))
     }
@@ -249,7 +290,7 @@ impl Revocations {
     /// The open connections that came in with a session and fall in `slot` of `slots`: the
     /// sweep checks one slot a second, so each session is checked once per `slots` seconds
     /// and a node's lookups are spread evenly rather than all at once.
-    pub fn sessions_in_slot(&self, slot: u64, slots: u64) -> Vec<(u64, String)> {
+    pub(crate) fn sessions_in_slot(&self, slot: u64, slots: u64) -> Vec<(u64, String)> {
         let inner = self.lock();
         inner
             .open
@@ -260,7 +301,7 @@ impl Revocations {
     }
 
     /// Closes open connection `id` with `close`, if it is still open.
-    pub fn end(&self, id: u64, close: Close) {
+    pub(crate) fn end(&self, id: u64, close: Close) {
         if let Some(open) = self.lock().open.remove(&id) {
             let _ = open.close.send(close);
         }
@@ -273,6 +314,11 @@ impl Revocations {
         inner.jtis.len() + inner.users.len() + inner.sessions.len()
     }
 
+    /// Whether the list holds no entry now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every statement leaves the maps consistent, so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -281,12 +327,12 @@ impl Revocations {
 
 impl Registration {
     /// Why a credential offered in a refresh is revoked, if it is.
-    pub fn check(&self, identity: &Identity) -> Option<Close> {
+    pub(crate) fn check(&self, identity: &Identity) -> Option<Close> {
         self.revocations.check(identity, None)
     }
 
     /// A refreshed credential replaces the one the connection came with.
-    pub fn refreshed(&self, identity: &Identity) {
+    pub(crate) fn refreshed(&self, identity: &Identity) {
         let mut inner = self.revocations.lock();
         if let Some(open) = inner.open.get_mut(&self.id) {
             open.jti = identity.jti.clone();
@@ -316,6 +362,24 @@ impl Inner {
             Some((revoked_at, _)) if issued_at.is_none_or(|iat| iat <= *revoked_at) => Some(Close::Revoked),
             _ => None,
         }
+    }
+
+    /// Closes the open connections the list now covers; returns how many.
+    fn close_revoked(&mut self) -> usize {
+        let doomed: Vec<(u64, Close)> = self
+            .open
+            .iter()
+            .filter_map(|(id, open)| {
+                self.verdict(&open.user, open.jti.as_deref(), open.issued_at, open.session.as_deref())
+                    .map(|c| (*id, c))
+            })
+            .collect();
+        for (id, close) in &doomed {
+            if let Some(open) = self.open.remove(id) {
+                let _ = open.close.send(*close);
+            }
+        }
+        doomed.len()
     }
 
     fn purge(&mut self, now: i64) {

@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
@@ -44,20 +43,13 @@ use crate::admin;
 use crate::auth::{Authenticator, JwtAuthenticator};
 use crate::close::Close;
 use crate::config::{Config, ConfigError};
-use crate::gate::Gate;
 use crate::handle::Handle;
-use crate::handle::Relay;
 use crate::http::Response;
-use crate::identities::Identities;
 use crate::jwt::Verifier;
-use crate::metrics::Metrics;
-use crate::pending::Pending;
 use crate::rejection::Rejection;
-use crate::revocation::Revocations;
-use crate::room::Rooms;
 use crate::shutdown::{Coordinator, Running, Shutdown};
-use crate::socket::{LOG_LINES_PER_SECOND, Shared, Socket, log_refusal};
-use crate::throttle::Throttle;
+use crate::socket::{Socket, log_refusal};
+use crate::state::State;
 
 /// How long shutdown waits for connections to close before giving up on them (PROTOCOL.md
 /// §5 promises an exit within 5 s).
@@ -106,7 +98,7 @@ pub struct Server<A = JwtAuthenticator> {
     /// The admin API's listener, when `config.admin_addr` is set. A std listener so that
     /// [`Server::from_listener`] can bind it without being async.
     admin: Option<std::net::TcpListener>,
-    shared: Arc<Shared<A>>,
+    state: Arc<State<A>>,
 }
 
 impl Server<JwtAuthenticator> {
@@ -139,37 +131,13 @@ impl<A: Authenticator> Server<A> {
                 Some(bound.map_err(|error| ServeError::Bind { addr, error })?)
             }
         };
-        let metrics = Arc::new(Metrics::default());
-        let gate = Gate::new(&config, authenticator);
-        let (rooms, relay) = rooms(&config, &metrics, gate.revocations())?;
-        let shared = Arc::new(Shared {
-            gate,
-            relay,
-            connections: Arc::new(Semaphore::new(config.max_connections)),
-            pending: Pending::new(config.max_pending),
-            identities: Identities::new(
-                config.max_connections_per_user,
-                config.user_connect_rate,
-                config.user_connect_burst,
-            ),
-            refusal_log: std::array::from_fn(|_| Throttle::new(LOG_LINES_PER_SECOND)),
-            accept_log: Throttle::new(1),
-            stop: Arc::new(Notify::new()),
-            advice_log: Throttle::new(LOG_LINES_PER_SECOND),
-            config,
-            rooms,
-            metrics,
-        });
-        Ok(Server {
-            listener,
-            admin,
-            shared,
-        })
+        let state = Arc::new(State::new(config, authenticator)?);
+        Ok(Server { listener, admin, state })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.shared.config.addr)
+        self.listener.local_addr().unwrap_or(self.state.config.addr)
     }
 
     /// The address the admin API is bound to, if it has one.
@@ -178,29 +146,26 @@ impl<A: Authenticator> Server<A> {
     }
 
     /// The server's counters; the handle stays readable while and after it runs.
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.shared.metrics.clone()
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.state.metrics.clone()
     }
 
     /// A handle to revoke credentials, end sessions, publish notices and stop the server
     /// from your own code, while it runs.
     pub fn handle(&self) -> Handle {
-        Handle {
-            revocations: self.shared.gate.revocations().clone(),
-            rooms: self.shared.rooms.clone(),
-            stop: self.shared.stop.clone(),
-            relay: self.shared.relay.clone(),
-        }
+        self.state.handle()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, closes every connection with
     /// `1001` and returns once they are gone (or after a few seconds' grace).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let coordinator = Coordinator::new();
+        // Every background task starts under the coordinator, so none outlives `run`.
+        self.state.cluster.start(&self.state.rooms, &coordinator);
         tokio::pin!(shutdown);
         let (sweep_stop, sweep_running) = coordinator.task();
-        tokio::spawn(sweep(self.shared.clone(), sweep_stop, sweep_running));
-        let config = &self.shared.config;
+        tokio::spawn(sweep(self.state.clone(), sweep_stop, sweep_running));
+        let config = &self.state.config;
         if let (Some(admin), Some(key)) = (&self.admin, &config.admin_key) {
             match admin.try_clone().and_then(TcpListener::from_std) {
                 Ok(admin) => {
@@ -218,23 +183,23 @@ impl<A: Authenticator> Server<A> {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = self.shared.stop.notified() => break,
+                _ = self.state.stop.notified() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         // A place in the pending budget, maybe by evicting the oldest silent
                         // socket. With none to be had, refuse at once: no task, no waiting
                         // for a head, the descriptor closed right here.
-                        let Some(slot) = self.shared.pending.enter() else {
+                        let Some(slot) = self.state.pending.enter() else {
                             self.refuse_at_once(&stream, peer);
                             continue;
                         };
                         let (shutdown, running) = coordinator.task();
-                        let shared = self.shared.clone();
-                        let socket = Socket { stream, peer, shared, slot, shutdown, _running: running };
+                        let state = self.state.clone();
+                        let socket = Socket { stream, peer, state, slot, shutdown, _running: running };
                         tokio::spawn(socket.serve());
                     }
                     Err(e) => {
-                        if let Some(suppressed) = self.shared.accept_log.allow() {
+                        if let Some(suppressed) = self.state.accept_log.allow() {
                             warn!(error = %e, suppressed, "accept failed; backing off");
                         }
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -257,7 +222,7 @@ impl<A> Server<A> {
         let rejection = Rejection::Overloaded;
         // A TLS client cannot read a plain-HTTP 503 (it sees a protocol error): it is just
         // closed, as a full accept queue would.
-        if self.shared.config.transport() == crate::origin::Transport::Plain {
+        if self.state.config.transport() == crate::origin::Transport::Plain {
             let _ = stream.try_write(&Response::rejection(&rejection).to_bytes());
         }
         // Read what already arrived (without waiting): closing with unread input makes the
@@ -268,9 +233,9 @@ impl<A> Server<A> {
                 break;
             }
         }
-        self.shared.metrics.rejected(&rejection);
+        self.state.metrics.rejected(&rejection);
         log_refusal(
-            &self.shared,
+            &self.state,
             peer,
             None,
             &rejection,
@@ -284,19 +249,19 @@ impl<A> Server<A> {
 /// node with many session connections spreads its store lookups evenly instead of sending
 /// them all at once. A gone or expired session closes its connection with `4401 session
 /// ended`; a store error keeps it.
-async fn sweep<A: Authenticator>(shared: Arc<Shared<A>>, mut shutdown: Shutdown, _running: Running) {
-    let slots = shared.config.session_recheck.as_secs().max(1);
+async fn sweep<A: Authenticator>(state: Arc<State<A>>, mut shutdown: Shutdown, _running: Running) {
+    let slots = state.config.session_recheck.as_secs().max(1);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let revocations = shared.gate.revocations();
+    let revocations = state.cluster.revocations();
     for slot in (0..slots).cycle() {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
         }
-        shared.rooms.sweep(tokio::time::Instant::now());
+        state.rooms.sweep(tokio::time::Instant::now());
         for (id, session) in revocations.sessions_in_slot(slot, slots) {
-            match shared.gate.authenticator().session_alive(&session).await {
+            match state.gate.authenticator().session_alive(&session).await {
                 Ok(true) => {}
                 Ok(false) => revocations.end(id, Close::SessionEnded),
                 Err(e) => debug!(error = %e, "session recheck failed; the connection stays"),
@@ -319,28 +284,4 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-/// The room registry, joined to the other nodes through Redis when configured.
-fn rooms(config: &Config, metrics: &Arc<Metrics>, revocations: &Revocations) -> Result<(Rooms, Relay), ConfigError> {
-    #[cfg(feature = "redis")]
-    if let Some(url) = &config.redis_url {
-        let keep = crate::redis_history::Keep {
-            history: config.history,
-            room_bytes: config.room_settings().room_queued_bytes,
-            reply_bytes: config.room_settings().room_queued_bytes / 2,
-            ttl: config.history_ttl,
-        };
-        let relay = crate::relay::Relay::new(url, metrics.clone(), keep)
-            .map_err(|e| ConfigError(format!("redis URL {url:?}: {e}")))?;
-        let rooms = Rooms::with_bridge(config.room_settings(), Some(relay.clone()));
-        relay.start(rooms.downgrade(), revocations.clone());
-        return Ok((rooms, Some(relay)));
-    }
-    let _ = (metrics, revocations);
-    #[cfg(feature = "redis")]
-    let relay = None;
-    #[cfg(not(feature = "redis"))]
-    let relay = Relay;
-    Ok((Rooms::new(config.room_settings()), relay))
 }

@@ -5,14 +5,14 @@
 //! `AsyncRead + AsyncWrite` stream.
 //!
 //! The server's accept loop (`server.rs`) makes one [`Socket`] per accepted connection and
-//! spawns [`Socket::serve`]; everything the sockets share is in [`Shared`].
+//! spawns [`Socket::serve`]; everything the sockets share is in `State` (`state.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
@@ -20,49 +20,22 @@ use crate::auth::Authenticator;
 use crate::config::{Config, RejectMode};
 use crate::connection::{self, Connection};
 use crate::credentials::Carrier;
-use crate::gate::{Admission, CHAT_PATH, Gate};
-use crate::handle::Relay;
+use crate::gate::{Admission, CHAT_PATH};
 use crate::handshake::Upgrade;
 use crate::head::RequestHead;
 use crate::http::{self, ReadError, Request, Response, Unread};
-use crate::identities::{Identities, Seat};
-use crate::metrics::{Gauges, Metrics};
-use crate::pending::{Pending, Slot};
-use crate::rejection::{Reason, Rejection};
-use crate::room::Rooms;
+use crate::identities::Seat;
+use crate::metrics::Gauges;
+use crate::pending::Slot;
+use crate::rejection::Rejection;
 use crate::shutdown::{Running, Shutdown};
-use crate::throttle::Throttle;
-
-/// Log lines per second for each kind of refusal, and for failed accepts.
-pub(crate) const LOG_LINES_PER_SECOND: u32 = 5;
-
-/// What every socket's task shares: one handle, no globals.
-pub(crate) struct Shared<A> {
-    pub(crate) config: Config,
-    pub(crate) gate: Gate<A>,
-    pub(crate) rooms: Rooms,
-    pub(crate) metrics: Arc<Metrics>,
-    /// Upgraded connections; a socket without a permit may still get `/healthz`.
-    pub(crate) connections: Arc<Semaphore>,
-    /// Sockets not yet admitted.
-    pub(crate) pending: Pending,
-    /// Open connections and connect rate per identity.
-    pub(crate) identities: Identities,
-    /// One throttle per refusal reason, indexed by [`Reason`].
-    pub(crate) refusal_log: [Throttle; Reason::ALL.len()],
-    pub(crate) accept_log: Throttle,
-    pub(crate) advice_log: Throttle,
-    /// Set by [`Handle::shutdown`].
-    pub(crate) stop: Arc<Notify>,
-    /// Revocations and notices for the other nodes.
-    pub(crate) relay: Relay,
-}
+use crate::state::State;
 
 /// One accepted socket, from the first byte to the last; `S` is TCP, or TLS over it.
 pub(crate) struct Socket<A, S = TcpStream> {
     pub(crate) stream: S,
     pub(crate) peer: SocketAddr,
-    pub(crate) shared: Arc<Shared<A>>,
+    pub(crate) state: Arc<State<A>>,
     /// Its place in the pending budget, given up once upgraded.
     pub(crate) slot: Slot,
     pub(crate) shutdown: Shutdown,
@@ -77,12 +50,12 @@ impl<A: Authenticator> Socket<A> {
         let _ = self.stream.set_nodelay(true);
         // One deadline for the TLS handshake, the head and the decision: a slow client and a
         // slow authenticator hold a pending place for the same bounded time.
-        let deadline = Instant::now() + self.shared.config.handshake_timeout;
+        let deadline = Instant::now() + self.state.config.handshake_timeout;
         // Boxed: the TLS path's state (rustls' connection, the TLS stream under the whole
         // connection loop) is several KiB, and unboxed it would size every plain socket's
         // task as well.
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.shared.config.tls {
+        if let Some(tls) = &self.state.config.tls {
             let acceptor = tls.acceptor();
             return futures_util::future::Either::Left(Box::pin(self.serve_tls(acceptor, deadline)));
         }
@@ -108,20 +81,20 @@ impl<A: Authenticator> Socket<A> {
         match peeked {
             Ok(Ok(1..)) if first[0] == crate::tls::HANDSHAKE_RECORD => {}
             Ok(Ok(1..)) => {
-                self.shared.metrics.tls_failed();
+                self.state.metrics.tls_failed();
                 let rejection = Rejection::BadRequest("this port speaks TLS: use https:// or wss://".into());
                 return self.refuse(None, rejection, Unread::Maybe).await;
             }
             Ok(_) => return,
             Err(_) => {
-                self.shared.metrics.tls_failed();
+                self.state.metrics.tls_failed();
                 return debug!(peer = %self.peer, "TLS handshake timeout, dropped");
             }
         }
         let Socket {
             stream,
             peer,
-            shared,
+            state,
             mut slot,
             mut shutdown,
             _running,
@@ -134,11 +107,11 @@ impl<A: Authenticator> Socket<A> {
         let stream = match accepted {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                shared.metrics.tls_failed();
+                state.metrics.tls_failed();
                 return debug!(%peer, error = %e, "TLS handshake failed");
             }
             Err(_) => {
-                shared.metrics.tls_failed();
+                state.metrics.tls_failed();
                 return debug!(%peer, "TLS handshake timeout, dropped");
             }
         };
@@ -147,7 +120,7 @@ impl<A: Authenticator> Socket<A> {
         let socket = Socket {
             stream: Box::new(stream),
             peer,
-            shared,
+            state,
             slot,
             shutdown,
             _running,
@@ -159,8 +132,8 @@ impl<A: Authenticator> Socket<A> {
 impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
     /// Reads the head, before `deadline`, and carries on from there.
     async fn serve_http(mut self, deadline: Instant) {
-        let shared = self.shared.clone();
-        let config = &shared.config;
+        let state = self.state.clone();
+        let config = &state.config;
         let read = tokio::select! {
             read = timeout_at(deadline, http::read_request(&mut self.stream)) => read,
             _ = &mut self.slot.evicted => return debug!(peer = %self.peer, "evicted by a newer socket"),
@@ -177,29 +150,30 @@ impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
         };
         if !request.head.path().starts_with(CHAT_PATH) {
             let gauges = Gauges {
-                rooms_active: shared.rooms.active(),
-                rooms_kept: shared.rooms.kept(),
-                pending_sockets: shared.pending.len(),
-                queued_bytes: shared.rooms.queued_bytes(),
-                revocations: shared.gate.revocations().len(),
+                rooms_active: state.rooms.active(),
+                rooms_kept: state.rooms.kept(),
+                pending_sockets: state.pending.len(),
+                queued_bytes: state.rooms.queued_bytes(),
+                revocations: state.cluster.revocations().len(),
+                control_pending: state.cluster.pending(),
                 tls: config.transport() == crate::origin::Transport::Tls,
                 tls_not_after: tls_not_after(config),
             };
-            let answer = crate::routes::answer(&request.head, self.peer, config, &shared.metrics, &gauges);
+            let answer = crate::routes::answer(&request.head, self.peer, config, &state.metrics, &gauges);
             return match answer {
                 Ok(response) => http::respond(&mut self.stream, &response, request.unread()).await,
                 Err(rejection) => self.refuse(Some(&request.head), rejection, request.unread()).await,
             };
         }
-        let admitted = match timeout_at(deadline, shared.gate.admit(&request.head)).await {
+        let admitted = match timeout_at(deadline, state.gate.admit(&request.head)).await {
             Ok(admitted) => admitted,
             Err(_) => Err(Rejection::Unavailable("authentication took too long".into())),
         };
         // Then the budgets that need to know who it is, or that only upgrades use: the
         // identity's seat, then a connection slot (health checks and scrapes never need one).
         let admitted = admitted.and_then(|admission| {
-            let seat = shared.identities.enter(&admission.identity.username)?;
-            let permit = shared
+            let seat = state.identities.enter(&admission.identity.username)?;
+            let permit = state
                 .connections
                 .clone()
                 .try_acquire_owned()
@@ -224,13 +198,13 @@ impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
         let Socket {
             stream,
             peer,
-            shared,
+            state,
             slot,
             shutdown,
             _running,
         } = self;
         let Request { head, leftover } = request;
-        let config = &shared.config;
+        let config = &state.config;
         let Ok(ws) = admission
             .upgrade
             .accept(stream, leftover, config.max_message_size)
@@ -240,15 +214,15 @@ impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
         };
         // Admitted: from here the connection budgets hold it, not the pending one.
         drop(slot);
-        shared.metrics.accepted();
+        state.metrics.accepted();
         let room = &admission.room;
         let user = &admission.identity.username;
         info!(%peer, room, ?user, carrier = %admission.carrier, "handshake accepted");
         // The client sent its token as a subprotocol but offered nothing we can echo: a
         // browser fails such a connection on its side, so say why here.
         if admission.carrier == Carrier::Subprotocol && admission.upgrade.protocol().is_none() {
-            shared.metrics.without_protocol();
-            if let Some(suppressed) = shared.advice_log.allow() {
+            state.metrics.without_protocol();
+            if let Some(suppressed) = state.advice_log.allow() {
                 warn!(
                     %peer,
                     suppressed,
@@ -259,23 +233,23 @@ impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
         drop(head);
 
         let mut ws = ws;
-        let revocations = shared.gate.revocations();
+        let revocations = state.cluster.revocations();
         let (registration, revoked) = match revocations.register(&admission.identity, admission.session.as_deref()) {
             Ok(registered) => registered,
             Err(close) => return connection::close_with(&mut ws, close.frame()).await,
         };
-        let _open = shared.metrics.connection_opened();
+        let _open = state.metrics.connection_opened();
         // Built in a block so that what went into it is gone before the connection's long
         // await: a future keeps room for every local still in scope there.
         let (connection, greeting) = {
-            let entered = shared.rooms.enter(room, user, admission.since.as_ref()).await;
+            let entered = state.rooms.enter(room, user, admission.since.as_ref()).await;
             let connection = Connection {
                 ws,
                 membership: entered.membership,
                 identity: admission.identity,
                 config,
-                metrics: &shared.metrics,
-                authenticator: shared.gate.authenticator(),
+                metrics: &state.metrics,
+                authenticator: state.gate.authenticator(),
                 registration,
                 revoked,
             };
@@ -289,18 +263,18 @@ impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
     /// `reject-with = close`: upgrade, then close at once with the rejection's close code, so a
     /// browser script can read why.
     async fn upgrade_and_close(self, request: Request, rejection: Rejection) {
-        let shared = &self.shared;
+        let state = &self.state;
         let what = "handshake rejected (closing after upgrade)";
-        log_refusal(shared, self.peer, Some(&request.head), &rejection, what);
-        shared.metrics.rejected(&rejection);
+        log_refusal(state, self.peer, Some(&request.head), &rejection, what);
+        state.metrics.rejected(&rejection);
         let code = rejection
             .close_code()
             .expect("close mode is only chosen for a rejection with a close code");
         // The gate checked the upgrade headers before it could refuse with a close code.
-        let Ok(upgrade) = Upgrade::check(&request.head, &shared.config.protocols) else {
+        let Ok(upgrade) = Upgrade::check(&request.head, &state.config.protocols) else {
             return;
         };
-        let max_message_size = shared.config.max_message_size;
+        let max_message_size = state.config.max_message_size;
         let Socket { stream, mut slot, .. } = self;
         // From here it only waits for the client's side of the close: evictable again.
         slot.linger();
@@ -317,8 +291,8 @@ impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
 
     /// Answers with plain HTTP and closes.
     async fn refuse(mut self, head: Option<&RequestHead>, rejection: Rejection, unread: Unread) {
-        log_refusal(&self.shared, self.peer, head, &rejection, "handshake rejected");
-        self.shared.metrics.rejected(&rejection);
+        log_refusal(&self.state, self.peer, head, &rejection, "handshake rejected");
+        self.state.metrics.rejected(&rejection);
         // Answered, it only lingers so the answer is not lost to a reset: evictable again, or
         // a flood of complete but refused requests would hold every pending place.
         self.slot.linger();
@@ -348,13 +322,13 @@ fn tls_not_after(config: &Config) -> Option<i64> {
 /// A log line for a refusal, at most a few per second per reason. The path is logged quoted
 /// and escaped (`?`) and cut short, never the query string (it may hold a token).
 pub(crate) fn log_refusal<A>(
-    shared: &Shared<A>,
+    state: &State<A>,
     peer: SocketAddr,
     head: Option<&RequestHead>,
     rejection: &Rejection,
     what: &str,
 ) {
-    let Some(suppressed) = shared.refusal_log[rejection.label() as usize].allow() else {
+    let Some(suppressed) = state.refusal_log[rejection.label() as usize].allow() else {
         return;
     };
     let path: String = head.map(|h| h.path().chars().take(64).collect()).unwrap_or_default();

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,24 +19,6 @@ async fn server() -> TestServer {
     .await
 }
 
-/// Sends one request to `addr` and returns the whole response.
-async fn request(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> String {
-    let mut stream = within(TcpStream::connect(addr)).await.unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    within(stream.write_all(head.as_bytes())).await.unwrap();
-    // A body larger than the cap may be refused before it is all written.
-    let _ = within(stream.write_all(body.as_bytes())).await;
-    let mut response = Vec::new();
-    let _ = within(stream.read_to_end(&mut response)).await;
-    String::from_utf8_lossy(&response).into_owned()
-}
-
 #[tokio::test]
 async fn the_route_the_key_and_the_body_are_checked_in_that_order() {
     let server = server().await;
@@ -47,12 +27,12 @@ async fn the_route_the_key_and_the_body_are_checked_in_that_order() {
     let revoke = r#"{"user":"alice"}"#;
     let status = |r: &str| r.split(' ').nth(1).unwrap_or_default().to_owned();
     assert_eq!(
-        status(&request(admin, "POST", "/admin/revoke", None, revoke).await),
+        status(&admin_request(admin, "POST", "/admin/revoke", None, revoke).await),
         "401"
     );
     assert_eq!(
         status(
-            &request(
+            &admin_request(
                 admin,
                 "POST",
                 "/admin/revoke",
@@ -64,11 +44,11 @@ async fn the_route_the_key_and_the_body_are_checked_in_that_order() {
         "401"
     );
     assert_eq!(
-        status(&request(admin, "POST", "/admin/nope", Some(KEY), revoke).await),
+        status(&admin_request(admin, "POST", "/admin/nope", Some(KEY), revoke).await),
         "404"
     );
     assert_eq!(
-        status(&request(admin, "GET", "/admin/revoke", Some(KEY), "").await),
+        status(&admin_request(admin, "GET", "/admin/revoke", Some(KEY), "").await),
         "404"
     );
     for bad in [
@@ -83,19 +63,19 @@ async fn the_route_the_key_and_the_body_are_checked_in_that_order() {
         } else {
             "/admin/revoke"
         };
-        let response = request(admin, "POST", path, Some(KEY), bad).await;
+        let response = admin_request(admin, "POST", path, Some(KEY), bad).await;
         assert_eq!(status(&response), "400", "{bad}: {response}");
         let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert_eq!(body.trim().lines().count(), 1, "{body}");
     }
     let huge = format!(r#"{{"room":"lobby","message":"{}"}}"#, "x".repeat(70_000));
     assert_eq!(
-        status(&request(admin, "POST", "/admin/publish", Some(KEY), &huge).await),
+        status(&admin_request(admin, "POST", "/admin/publish", Some(KEY), &huge).await),
         "400"
     );
     // Never on the public port.
     assert_eq!(
-        status(&request(server.addr, "POST", "/admin/revoke", Some(KEY), revoke).await),
+        status(&admin_request(server.addr, "POST", "/admin/revoke", Some(KEY), revoke).await),
         "404"
     );
 }
@@ -115,7 +95,7 @@ async fn revoke_and_publish_reach_open_connections() {
     let mut bob = server.join("lobby", "bob").await;
     assert_eq!(next_json(&mut alice).await["type"], "join");
 
-    let response = request(
+    let response = admin_request(
         admin,
         "POST",
         "/admin/publish",
@@ -129,7 +109,7 @@ async fn revoke_and_publish_reach_open_connections() {
     }
 
     let body = format!(r#"{{"jti":"leaked","exp":{}}}"#, claims.exp);
-    let response = request(admin, "POST", "/admin/revoke", Some(KEY), &body).await;
+    let response = admin_request(admin, "POST", "/admin/revoke", Some(KEY), &body).await;
     assert!(
         response.starts_with("HTTP/1.1 200 ") && response.ends_with(r#"{"closed":1}"#),
         "{response}"
@@ -151,7 +131,7 @@ async fn idle_sockets_cannot_keep_the_key_holder_out() {
         idle.push(socket);
     }
     for _ in 0..3 {
-        let response = request(admin, "POST", "/admin/revoke", Some(KEY), r#"{"user":"nobody"}"#).await;
+        let response = admin_request(admin, "POST", "/admin/revoke", Some(KEY), r#"{"user":"nobody"}"#).await;
         assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
     }
     // Ambiguous framing is refused (RFC 9112 §6.1), and so is a signed length.

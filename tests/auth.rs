@@ -229,7 +229,11 @@ fn upgrade_head(room: &str, headers: &[(&str, &str)]) -> RequestHead {
 #[tokio::test]
 async fn the_whole_decision_for_a_browser_request() {
     // What the server does per request, through the same gate it calls.
-    let gate = Gate::new(&Config::default(), authenticator());
+    let gate = Gate::new(
+        &Config::default(),
+        authenticator(),
+        wsgate::revocation::Revocations::new(60, 86_400),
+    );
     let mut claims = Claims::new("alice", unix_now() + 600);
     claims.rooms = Some(vec!["lobby".into()]);
     let token = Key::new(SECRET).unwrap().sign(&claims);

@@ -230,7 +230,7 @@ async fn bad_configuration_is_one_clear_line_and_a_nonzero_exit() {
             &["token", "--sub", "alice", "--ttl", "1w"],
             Some(&secret()),
             2,
-            "expected a number with s, m, h or d, e.g. 30s",
+            "expected a number with ms, s, m, h or d, e.g. 30s",
         ),
         (
             &["serve", "--ping-interval", "60s", "--idle-timeout", "30s"],

@@ -6,12 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
+use common::redis_server::{RedisServer, signed};
 use common::*;
 use wsgate::Config;
 use wsgate::auth::{Identity, JwtAuthenticator};
+use wsgate::cluster::RedisSessionStore;
 use wsgate::jwt::{Validation, Verifier, unix_now};
-use wsgate::relay::RedisSessionStore;
 
 fn node_config(redis: &RedisServer) -> Config {
     config().with(|c| c.redis_url = Some(redis.url()))
@@ -195,20 +195,6 @@ async fn sessions_in_redis_work_on_every_node() {
     assert_eq!(response.status(), 503);
 }
 
-/// Waits (boundedly) until the control channel has `n` subscribing nodes.
-async fn await_control_subscribers(redis: &RedisServer, n: i64) {
-    for _ in 0..500 {
-        let reply: Vec<redis::Value> = redis
-            .query(redis::cmd("PUBSUB").arg("NUMSUB").arg("wsgate:control"))
-            .await;
-        if redis::from_redis_value_ref::<i64>(&reply[1]).unwrap() == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the control channel never reached {n} subscribers");
-}
-
 fn token_with_jti(sub: &str, jti: &str) -> (String, i64) {
     let mut claims = wsgate::jwt::Claims::new(sub, unix_now() + 600);
     claims.jti = Some(jti.to_owned());
@@ -221,7 +207,7 @@ async fn revocations_and_notices_reach_every_node_and_later_ones() {
     let redis = RedisServer::start();
     let a = TestServer::start(node_config(&redis)).await;
     let b = TestServer::start(node_config(&redis)).await;
-    await_control_subscribers(&redis, 2).await;
+    redis.await_control_subscribers(2).await;
 
     // A notice from node A's handle reaches members on both nodes, once each.
     let mut on_a = a.join("lobby", "ann").await;
@@ -265,13 +251,7 @@ async fn revocations_and_notices_reach_every_node_and_later_ones() {
         .await
         .unwrap();
     assert_eq!(next_json(&mut dana).await["type"], "welcome");
-    let receivers: i64 = redis
-        .query(
-            redis::cmd("PUBLISH")
-                .arg("wsgate:control")
-                .arg(r#"{"revoke":{"user":"dana"}}"#),
-        )
-        .await;
+    let receivers = redis.publish_control(&signed(r#"{"revoke":{"user":"dana"}}"#)).await;
     assert_eq!(receivers, 2);
     assert_eq!(close_frame(&mut dana).await.reason.as_str(), "revoked");
 
@@ -286,7 +266,7 @@ async fn revocations_and_notices_reach_every_node_and_later_ones() {
     }
     assert_eq!(stored.len(), 2, "{stored:?}");
     let c = TestServer::start(node_config(&redis)).await;
-    await_control_subscribers(&redis, 3).await;
+    redis.await_control_subscribers(3).await;
     for token in [&leaked, &dana_token] {
         let response = refused(c.connect(&format!("/ws/chat/lobby?token={token}"), &[]).await);
         assert_eq!(response.status(), 401);

@@ -116,6 +116,16 @@ impl Key {
         token
     }
 
+    /// HMAC-SHA256(key: this key's secret, message: `label`): a key of its own for another
+    /// use of the same secret, so the secret itself is never used twice and a token can never
+    /// pass for anything else. PROTOCOL.md §12 signs control messages with
+    /// `derive(b"wsgate control v1")`; an application in Rust can sign its own with it.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
     /// A fresh HMAC state keyed with this key.
     pub(super) fn mac(&self) -> HmacSha256 {
         self.mac.clone()

@@ -1,5 +1,5 @@
 //! The link from this node's rooms to the same rooms on other nodes (implemented by
-//! `relay`, feature `redis`), and what comes back over it: frames Redis numbered, frames for
+//! `cluster`, feature `redis`), and what comes back over it: frames Redis numbered, frames for
 //! this node only, the state of the subscription, a change of epoch.
 
 use std::future::Future;
@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::{Room, RoomState, Rooms, Since};
 use crate::messages;
 
-/// A link from this node's rooms to the same rooms on other nodes (see `relay`). The registry
+/// A link from this node's rooms to the same rooms on other nodes (see `cluster`). The registry
 /// calls it under its lock, so implementations only queue work; they never block.
 pub(crate) trait Bridge: Send + Sync {
     /// The first local member joined `room`.

@@ -184,6 +184,37 @@ impl Drop for TestServer {
     }
 }
 
+/// Sends one request to the admin API at `addr` and returns the whole response.
+pub async fn admin_request(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> String {
+    let mut stream = within(TcpStream::connect(addr)).await.unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    within(stream.write_all(head.as_bytes())).await.unwrap();
+    // A body larger than the cap may be refused before it is all written.
+    let _ = within(stream.write_all(body.as_bytes())).await;
+    let mut response = Vec::new();
+    let _ = within(stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Polls `/metrics` until `sample` satisfies `done` (bounded by [`WAIT`]); returns its value.
+pub async fn await_metric(server: &TestServer, sample: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let started = std::time::Instant::now();
+    loop {
+        let value = server.metric(sample).await;
+        if done(value) {
+            return value;
+        }
+        assert!(started.elapsed() < WAIT, "{sample} stayed at {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A WebSocket upgrade request head for `path` with extra header lines.
 pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
     format!(

@@ -4,7 +4,28 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::within;
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::{SECRET, within};
+
+/// A control message as PROTOCOL.md §12 says an application signs it, written here from the
+/// spec rather than with the server's code: `{"body":B,"mac":M}`, M = base64url(HMAC(K, B)),
+/// K = HMAC(secret, "wsgate control v1").
+pub fn signed(body: &str) -> String {
+    signed_with(SECRET, body)
+}
+
+pub fn signed_with(secret: &[u8], body: &str) -> String {
+    let mut derive = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+    derive.update(b"wsgate control v1");
+    let control_key = derive.finalize().into_bytes();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&control_key).unwrap();
+    mac.update(body.as_bytes());
+    let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    serde_json::json!({ "body": body, "mac": mac }).to_string()
+}
 
 pub struct RedisServer {
     child: Child,
@@ -55,10 +76,61 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Kills it and starts a new, empty one on the same port.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let fresh = RedisServer::start_on(self.port);
+        let old = std::mem::replace(self, fresh);
+        std::mem::forget(old); // its child is already reaped
+    }
+
+    /// SIGSTOP: the process keeps its sockets and answers nothing (a stalled Redis).
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+
+    /// PUBLISHes `payload` on the control channel; returns how many nodes received it.
+    pub async fn publish_control(&self, payload: &str) -> i64 {
+        self.query(redis::cmd("PUBLISH").arg("wsgate:control").arg(payload))
+            .await
+    }
+
+    /// The keys matching `pattern`, polled until `done` says so (bounded).
+    pub async fn await_keys(&self, pattern: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for _ in 0..1000 {
+            keys = self.query(redis::cmd("KEYS").arg(pattern)).await;
+            if done(&keys) {
+                return keys;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("keys {pattern} never reached the expected state: {keys:?}");
+    }
+
     pub async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> T {
         let client = redis::Client::open(self.url()).unwrap();
         let mut conn = within(client.get_multiplexed_async_connection()).await.unwrap();
         within(command.query_async(&mut conn)).await.unwrap()
+    }
+
+    /// Waits (boundedly) until the control channel has `n` subscribing nodes.
+    pub async fn await_control_subscribers(&self, n: i64) {
+        for _ in 0..500 {
+            let reply: Vec<redis::Value> = self
+                .query(redis::cmd("PUBSUB").arg("NUMSUB").arg("wsgate:control"))
+                .await;
+            if redis::from_redis_value_ref::<i64>(&reply[1]).unwrap() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the control channel never reached {n} subscribers");
     }
 
     /// How many subscribers a room's channel has.
@@ -85,4 +157,12 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill(1) runs");
+    assert!(status.success(), "kill {signal} {pid}");
 }

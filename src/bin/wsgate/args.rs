@@ -289,6 +289,24 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WSGATE_REDIS", value_name = "URL")]
     pub redis: Option<String>,
 
+    /// Deadline of every Redis call: a Redis that stops answering costs a session-cookie
+    /// handshake at most this (then 503), and is noticed by the link within it
+    #[arg(long, env = "WSGATE_REDIS_TIMEOUT", value_name = "DURATION",
+          default_value_t = Span(Config::default().redis_timeout))]
+    pub redis_timeout: Span,
+
+    /// Revocations that may wait on this node for Redis to come back; past it the admin API
+    /// answers 503 (the revocation still applies on this node)
+    #[arg(long, env = "WSGATE_CONTROL_OUTBOX", value_name = "N",
+          default_value_t = Config::default().control_outbox)]
+    pub control_outbox: usize,
+
+    /// Session-cookie handshakes that may wait on the session store at once; more get 503 at
+    /// once, so a slow store never holds the places token handshakes need
+    #[arg(long, env = "WSGATE_MAX_DECIDING", value_name = "N",
+          default_value_t = Config::default().max_deciding)]
+    pub max_deciding: usize,
+
     /// Redis key prefix of session ids [default: wsgate:session:]
     #[arg(long, env = "WSGATE_SESSION_REDIS_PREFIX", value_name = "PREFIX")]
     pub session_redis_prefix: Option<String>,

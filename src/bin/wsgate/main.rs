@@ -213,6 +213,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     config.presence_limit = args.presence_limit;
     config.history = args.history;
     config.history_ttl = args.history_ttl.0;
+    config.redis_timeout = args.redis_timeout.0;
+    config.control_outbox = args.control_outbox;
+    config.max_deciding = args.max_deciding;
     config.handshake_timeout = args.handshake_timeout.0;
     config.max_message_size = args.max_message_size;
     config.rate_limit = args.rate_limit;
@@ -243,8 +246,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
             #[cfg(feature = "redis")]
             Some(url) => {
                 let prefix = args.session_redis_prefix.as_deref().unwrap_or("wsgate:session:");
-                let sessions = wsgate::relay::RedisSessionStore::new(&url, prefix)
-                    .map_err(|e| Usage(format!("--redis {url:?}: {e}")))?;
+                // The URL is not repeated: it may hold a password.
+                let sessions = wsgate::cluster::RedisSessionStore::new(&url, prefix)
+                    .map_err(|e| Usage(format!("--redis: {e}")))?
+                    .with_timeout(config.redis_timeout);
                 config.redis_url = Some(url);
                 let authenticator = JwtAuthenticator::with_sessions(verifier, sessions);
                 run_server(config, authenticator, dev_mode, tls_files).await

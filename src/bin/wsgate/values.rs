@@ -11,7 +11,8 @@ use std::time::Duration;
 use wsgate::OriginPolicy;
 use wsgate::config::{MAX_DURATION, MAX_MESSAGE_SIZE_LIMIT};
 
-/// A duration as written on the command line: `30s`, `10m`, `1h`, `2d`, or bare seconds.
+/// A duration as written on the command line: `250ms`, `30s`, `10m`, `1h`, `2d`, or bare
+/// seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Span(pub Duration);
 
@@ -19,15 +20,16 @@ impl FromStr for Span {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Span, String> {
-        let expected = || "expected a number with s, m, h or d, e.g. 30s (a bare number is seconds)".to_owned();
+        let expected = || "expected a number with ms, s, m, h or d, e.g. 30s (a bare number is seconds)".to_owned();
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let unit = match unit {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
+        let millis_per_unit: u64 = match unit {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => return Err(expected()),
         };
         let too_large = || format!("too large: at most {}", Span(MAX_DURATION));
@@ -35,7 +37,7 @@ impl FromStr for Span {
             IntErrorKind::PosOverflow => too_large(),
             _ => expected(),
         })?;
-        match number.checked_mul(unit).map(Duration::from_secs) {
+        match number.checked_mul(millis_per_unit).map(Duration::from_millis) {
             Some(duration) if duration <= MAX_DURATION => Ok(Span(duration)),
             _ => Err(too_large()),
         }
@@ -45,6 +47,9 @@ impl FromStr for Span {
 /// The largest unit that writes it exactly: what `--help` shows as a default.
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_millis() != 0 {
+            return write!(f, "{}ms", self.0.as_millis());
+        }
         let seconds = self.0.as_secs();
         match [(86_400, "d"), (3600, "h"), (60, "m")]
             .into_iter()
@@ -218,7 +223,7 @@ mod tests {
         assert_eq!(secs("2d"), Ok(172_800));
         assert_eq!(secs("365d"), Ok(MAX_DURATION.as_secs()));
         for bad in ["", "s", "1w", "1.5h", "-1", "1 h", "h1"] {
-            assert!(secs(bad).unwrap_err().contains("s, m, h or d"), "{bad:?}");
+            assert!(secs(bad).unwrap_err().contains("ms, s, m, h or d"), "{bad:?}");
         }
         for huge in [
             "366d",
@@ -231,6 +236,9 @@ mod tests {
         assert_eq!(Span(Duration::from_secs(60)).to_string(), "1m");
         assert_eq!(Span(Duration::from_secs(90)).to_string(), "90s");
         assert_eq!(Span(Duration::ZERO).to_string(), "0s");
+        assert_eq!("250ms".parse::<Span>(), Ok(Span(Duration::from_millis(250))));
+        assert_eq!(Span(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!("1000ms".parse::<Span>().map(|s| s.to_string()), Ok("1s".to_owned()));
     }
 
     #[test]

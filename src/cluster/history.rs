@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Message;
 
+use super::keys;
 use crate::room::{Since, Synced};
 
 /// See the module docs. `ARGV`: json to publish (`''`: none), history, TTL in ms, channel,
@@ -100,11 +101,6 @@ end
 return reply
 "#;
 
-/// The channel each room's messages are published on.
-pub(crate) fn channel(room: &str) -> String {
-    format!("wsgate:room:{room}")
-}
-
 /// How long history is kept, and how much of it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Keep {
@@ -124,12 +120,12 @@ impl Keep {
     fn args(&self, room: &str, json: &str, mode: &str) -> ([String; 2], [String; 7]) {
         let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         (
-            [format!("wsgate:seq:{room}"), format!("wsgate:history:{room}")],
+            [keys::seq(room), keys::history(room)],
             [
                 json.to_owned(),
                 self.history.to_string(),
                 ttl.to_string(),
-                channel(room),
+                keys::room_channel(room),
                 mode.to_owned(),
                 self.room_bytes.to_string(),
                 self.reply_bytes.to_string(),
@@ -153,7 +149,7 @@ impl Keep {
     pub(crate) fn touch(&self, pipe: &mut redis::Pipeline, room: &str) {
         let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         pipe.cmd("PEXPIRE")
-            .arg(format!("wsgate:seq:{room}"))
+            .arg(keys::seq(room))
             .arg(ttl.saturating_add(60_000))
             .ignore();
     }

@@ -2,38 +2,30 @@
 //! `sessionid` cookie is looked up there, at the handshake and on every session recheck.
 
 use std::fmt;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::AsyncCommands;
 
+use super::within;
 use crate::auth::{Identity, SessionStore, StoreError};
-
-/// The longest any Redis call may take. A Redis host that stops answering (rather than
-/// refusing) would otherwise hold a handshake, or the relay, for minutes of TCP retries.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `future`, or a timeout error after [`REDIS_TIMEOUT`].
-pub(crate) async fn bounded<T>(
-    future: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> redis::RedisResult<T> {
-    tokio::time::timeout(REDIS_TIMEOUT, future).await.unwrap_or_else(|_| {
-        Err(redis::RedisError::from(std::io::Error::from(
-            std::io::ErrorKind::TimedOut,
-        )))
-    })
-}
+use crate::config::DEFAULT_REDIS_TIMEOUT;
 
 /// Sessions that a web application writes to Redis: key `PREFIX + session id`, value a JSON
 /// identity such as `{"username":"carol","rooms":["support-*"],"expires_at":1790000000}`
 /// (`rooms` and `expires_at` optional; `expires_at` in Unix seconds). Give the key a Redis TTL
 /// too, so ended sessions do not pile up.
 ///
+/// Every lookup has a deadline ([`RedisSessionStore::with_timeout`], 1 s by default): a
+/// Redis that accepts connections and never answers makes session-cookie handshakes fail
+/// with `503` within it (PROTOCOL.md §12) instead of holding their places.
+///
 /// ```no_run
 /// # #[cfg(feature = "redis")]
 /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// use wsgate::auth::JwtAuthenticator;
 /// use wsgate::jwt::{Key, Validation, Verifier};
-/// use wsgate::relay::RedisSessionStore;
+/// use wsgate::cluster::RedisSessionStore;
 ///
 /// let sessions = RedisSessionStore::new("redis://127.0.0.1:6379", "myapp:session:")?;
 /// let verifier = Verifier::new(vec![Key::new(b"an example secret of at least 32 bytes!!")?], Validation::default())?;
@@ -43,8 +35,12 @@ pub(crate) async fn bounded<T>(
 pub struct RedisSessionStore {
     client: redis::Client,
     prefix: String,
-    /// One multiplexed connection, made on first use and remade after a failure.
-    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// The deadline of each call.
+    timeout: Duration,
+    /// One multiplexed connection, made on first use and remade after a failure. The lock
+    /// is never held across an await: with a stalled Redis, lookups would otherwise queue
+    /// behind each other's connect and each wait a multiple of the deadline.
+    connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl fmt::Debug for RedisSessionStore {
@@ -64,8 +60,19 @@ impl RedisSessionStore {
         Ok(RedisSessionStore {
             client: redis::Client::open(url)?,
             prefix: prefix.to_owned(),
-            connection: tokio::sync::Mutex::new(None),
+            timeout: DEFAULT_REDIS_TIMEOUT,
+            connection: Mutex::new(None),
         })
+    }
+
+    /// The same store with another deadline per Redis call (`--redis-timeout`).
+    #[must_use]
+    pub fn with_timeout(self, timeout: Duration) -> RedisSessionStore {
+        RedisSessionStore { timeout, ..self }
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<redis::aio::MultiplexedConnection>> {
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -75,22 +82,21 @@ impl SessionStore for RedisSessionStore {
             return Ok(None);
         }
         let failed = |e: redis::RedisError| StoreError(e.to_string());
-        let mut slot = self.connection.lock().await;
-        let mut conn = match slot.as_ref() {
-            Some(conn) => conn.clone(),
+        let cached = self.cached().clone();
+        let mut conn = match cached {
+            Some(conn) => conn,
             None => {
-                let conn = bounded(self.client.get_multiplexed_async_connection())
+                let conn = within(self.timeout, self.client.get_multiplexed_async_connection())
                     .await
                     .map_err(failed)?;
-                *slot = Some(conn.clone());
+                *self.cached() = Some(conn.clone());
                 conn
             }
         };
-        drop(slot);
-        let value: Option<String> = match bounded(conn.get(format!("{}{id}", self.prefix))).await {
+        let value: Option<String> = match within(self.timeout, conn.get(format!("{}{id}", self.prefix))).await {
             Ok(value) => value,
             Err(e) => {
-                *self.connection.lock().await = None;
+                *self.cached() = None;
                 return Err(failed(e));
             }
         };
