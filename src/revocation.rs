@@ -139,6 +139,9 @@ struct Inner {
     sessions: HashMap<String, i64>,
     /// Open connections, by a number of their own.
     open: HashMap<u64, Open>,
+    /// When expired entries were last dropped (Unix seconds): at most once a second, so a
+    /// load of many entries in small batches does not walk the whole list per batch.
+    purged_at: i64,
     next_id: u64,
 }
 
@@ -348,18 +351,23 @@ impl Drop for Registration {
 }
 
 impl Inner {
+    /// Entries past their `until` count for nothing even before a purge drops them.
     fn verdict(&self, user: &str, jti: Option<&str>, issued_at: Option<i64>, session: Option<&str>) -> Option<Close> {
-        if session.is_some_and(|s| self.sessions.contains_key(s)) {
+        let now = unix_now();
+        let live = |until: Option<&i64>| until.is_some_and(|until| *until > now);
+        if session.is_some_and(|s| live(self.sessions.get(s))) {
             return Some(Close::SessionEnded);
         }
-        if jti.is_some_and(|j| self.jtis.contains_key(j)) {
+        if jti.is_some_and(|j| live(self.jtis.get(j))) {
             return Some(Close::Revoked);
         }
         // `iat` has a one-second granularity: a credential issued in the same second as the
         // revocation is revoked too. Missing a token minted just before a logout would be
         // worse than making a login in that same second retry.
         match self.users.get(user) {
-            Some((revoked_at, _)) if issued_at.is_none_or(|iat| iat <= *revoked_at) => Some(Close::Revoked),
+            Some((revoked_at, until)) if *until > now && issued_at.is_none_or(|iat| iat <= *revoked_at) => {
+                Some(Close::Revoked)
+            }
             _ => None,
         }
     }
@@ -383,6 +391,10 @@ impl Inner {
     }
 
     fn purge(&mut self, now: i64) {
+        if now == self.purged_at {
+            return;
+        }
+        self.purged_at = now;
         self.jtis.retain(|_, until| *until > now);
         self.users.retain(|_, (_, until)| *until > now);
         self.sessions.retain(|_, until| *until > now);

@@ -300,3 +300,41 @@ async fn a_session_deleted_from_redis_closes_its_connection_within_a_recheck() {
     assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4401, "session ended"));
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn nodes_run_as_an_acl_user_limited_to_wsgate_keys_and_channels() {
+    let redis = RedisServer::start();
+    let acl = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("wsgate")
+        .arg("on")
+        .arg(">node-password-0123")
+        .arg("resetkeys")
+        .arg("~wsgate:*")
+        .arg("resetchannels")
+        .arg("&wsgate:*")
+        .arg("+@all")
+        .arg("-@dangerous")
+        .to_owned();
+    let _: () = redis.query(&acl).await;
+    let url = format!("redis://wsgate:node-password-0123@127.0.0.1:{}", redis.port);
+    let as_user = |c: &mut Config| c.redis_url = Some(url.clone());
+    let a = TestServer::start(config().with(as_user)).await;
+    let b = TestServer::start(config().with(as_user)).await;
+    redis.await_control_subscribers(2).await;
+    let mut on_a = a.join("acl", "ann").await;
+    let mut on_b = b.join("acl", "ben").await;
+    redis.await_subscribers("acl", 2).await;
+    send(&mut on_a, r#"{"message":"through the ACL"}"#).await;
+    assert!(messages_until(&mut on_b, "through the ACL").await.is_empty());
+    a.handle.revoke_user("carl");
+    redis
+        .await_keys("wsgate:revoked:user:carl", |keys| keys.len() == 1)
+        .await;
+    assert_eq!(a.metric("wsgate_relay_dropped_total").await, 0.0);
+
+    // A wrong password: the node starts, says Redis is down, and its rooms work locally.
+    let wrong = format!("redis://wsgate:wrong@127.0.0.1:{}", redis.port);
+    let c = TestServer::start(config().with(|c| c.redis_url = Some(wrong))).await;
+    assert_eq!(await_metric(&c, "wsgate_redis_up", |up| up == 0.0).await, 0.0);
+}

@@ -316,3 +316,32 @@ async fn notices_reach_the_room_and_the_handle_stops_the_server() {
     server.handle.shutdown();
     assert_eq!(u16::from(close_frame(&mut alice).await.code), 1001);
 }
+
+#[tokio::test]
+async fn a_session_cookie_connection_cannot_refresh_into_a_token() {
+    use wsgate::auth::{Identity, JwtAuthenticator, MemorySessionStore};
+    use wsgate::jwt::Verifier;
+    let sessions = MemorySessionStore::default();
+    let mut identity = Identity::new("gwen");
+    identity.expires_at = Some(unix_now() + 60);
+    sessions.insert("s-1", identity);
+    let verifier = Verifier::new(vec![key()], Validation::default()).unwrap();
+    let server = TestServer::start_with(config(), JwtAuthenticator::with_sessions(verifier, sessions)).await;
+    let origin = format!("http://{}", server.addr);
+    let (mut gwen, _) = server
+        .connect("/ws/chat/lobby", &[("Cookie", "sessionid=s-1"), ("Origin", &origin)])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut gwen).await["type"], "welcome");
+    // A valid token for the same user, living longer than the session (PROTOCOL.md §12).
+    let token = key().sign(&Claims::new("gwen", unix_now() + 3600));
+    send(&mut gwen, &format!(r#"{{"type":"refresh","token":"{token}"}}"#)).await;
+    loop {
+        let got = next_json(&mut gwen).await;
+        if got["type"] == "error" {
+            assert_eq!(got["error"], "refresh refused: renew the session, not a token");
+            break;
+        }
+        assert_ne!(got["type"], "refreshed");
+    }
+}

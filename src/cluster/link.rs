@@ -56,8 +56,16 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// The longest wait between two attempts to relink.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Keys per `SCAN`/`MGET` round trip when loading, and per pipeline when storing again.
-const BATCH: usize = 5000;
+/// Keys per `SCAN`/`MGET` round trip when loading: small enough that checking a batch's
+/// signatures holds a worker for about a millisecond.
+const LOAD_BATCH: usize = 1000;
+
+/// Signatures checked between two yields while loading: a fraction of a millisecond, so a
+/// chat message on the same worker never waits longer.
+const YIELD_EVERY: usize = 20;
+
+/// Revocations per pipeline when storing them again.
+const STORE_BATCH: usize = 5000;
 
 enum Command {
     Subscribe(String),
@@ -531,8 +539,9 @@ async fn upkeep_loop(link: Arc<Link>, (mut shutdown, _running): (Shutdown, Runni
     let mut links = link.links.subscribe();
     let mut tick = tokio::time::interval(UPKEEP_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Set by every new link, cleared once a reload went through.
-    let mut reload = false;
+    // Set by every new link, cleared once a reload went through. Set at first too: the first
+    // link may be made before this task subscribed, and then it is not a change.
+    let mut reload = true;
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -575,7 +584,7 @@ async fn store_again(link: &Link, conn: &mut MultiplexedConnection) {
         return;
     }
     let now = unix_now();
-    for chunk in held.chunks(BATCH) {
+    for chunk in held.chunks(STORE_BATCH) {
         let mut pipe = redis::pipe();
         for (revoke, at) in chunk {
             let ttl = link.revocations.until(revoke, *at).saturating_sub(now);
@@ -607,18 +616,19 @@ async fn store_again(link: &Link, conn: &mut MultiplexedConnection) {
     );
 }
 
-/// Loads every stored revocation and applies them at once; returns whether it read them all.
+/// Loads every stored revocation, applying each batch as it arrives; returns whether it read
+/// them all. A batch is a round trip and a few milliseconds of checking signatures, with a
+/// yield every [`YIELD_EVERY`], so chat on this node's workers goes on meanwhile.
 async fn load(link: &Link, conn: &mut MultiplexedConnection) -> bool {
     let pattern = format!("{}*", keys::REVOKED_PREFIX);
-    let mut cursor: u64 = 0;
-    let mut found = Vec::new();
+    let (mut cursor, mut loaded, mut closed) = (0u64, 0, 0);
     loop {
         let scan = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
             .arg("COUNT")
-            .arg(BATCH)
+            .arg(LOAD_BATCH)
             .to_owned();
         let Ok((next, keys)) = within(link.timeout, scan.query_async::<(u64, Vec<String>)>(&mut *conn)).await else {
             return false;
@@ -628,7 +638,11 @@ async fn load(link: &Link, conn: &mut MultiplexedConnection) -> bool {
             let Ok(values) = within(link.timeout, mget.query_async::<Vec<Option<Vec<u8>>>>(&mut *conn)).await else {
                 return false;
             };
-            for value in values.into_iter().flatten() {
+            let mut found = Vec::with_capacity(values.len());
+            for (i, value) in values.into_iter().flatten().enumerate() {
+                if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                    tokio::task::yield_now().await;
+                }
                 match link.signer.open(&value) {
                     Ok(control) => {
                         let at = control.made_at();
@@ -640,13 +654,14 @@ async fn load(link: &Link, conn: &mut MultiplexedConnection) -> bool {
                     Err(refused) => link.rejected(refused, "stored revocation"),
                 }
             }
+            loaded += found.len();
+            closed += link.revocations.revoke_all(&found);
         }
         if next == 0 {
             break;
         }
         cursor = next;
     }
-    let closed = link.revocations.revoke_all(&found);
-    info!(revocations = found.len(), closed, "loaded the stored revocations");
+    info!(revocations = loaded, closed, "loaded the stored revocations");
     true
 }
