@@ -22,7 +22,7 @@ use crate::bucket::TokenBucket;
 use crate::close::Close;
 use crate::config::Config;
 use crate::jwt::unix_now;
-use crate::messages::{self, Incoming, Welcome};
+use crate::messages::{self, Incoming};
 use crate::metrics::Metrics;
 use crate::revocation::Registration;
 use crate::room::{Membership, Position};
@@ -96,12 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
         let (position, missed) = *greeting;
         let config = self.config;
         let identity = &self.identity;
-        let welcome = Welcome::new(
-            self.membership.room(),
-            &identity.username,
-            identity.expires_at,
-            &position,
-        );
+        let welcome = position.welcome(self.membership.room(), &identity.username, identity.expires_at);
         let welcome = messages::text(&welcome);
         drop(position);
         let greeted = async {

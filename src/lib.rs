@@ -6,6 +6,7 @@
 //! the ones above it in this list:
 //!
 //! - [`head`]: the HTTP request head, parsed under fixed limits;
+//! - `bucket`, `throttle` (private): the one rate limiter, log lines at a bounded rate;
 //! - [`jwt`]: strict HS256 verification and signing;
 //! - [`credentials`]: finding the credential in a head (five carriers, in order);
 //! - [`close`]: every close code the server sends, and why;
@@ -16,18 +17,18 @@
 //! - [`handshake`]: upgrade checks, the `101`, tungstenite settings;
 //! - [`config`]: every setting, with defaults;
 //! - [`gate`]: **the decision**, from request head to admission, in one ordered function;
-//! - `messages` (private), [`room`], [`metrics`]: the JSON frames, rooms and fan-out,
-//!   counters;
-//! - [`revocation`], [`handle`]: ending sessions early, and what an embedder can do to a
-//!   running server;
-//! - `bucket`, `throttle`, `pending`, `identities` (private): rate limits, log throttling,
-//!   the budget of sockets not yet admitted, per-identity limits;
-//! - `connection`, `routes`, `shutdown`, `admin`, `socket` (private): one client's loop,
-//!   the plain-HTTP endpoints, stopping, the admin API, one accepted socket's life;
+//! - `messages` (private), [`room`]: the JSON frames, rooms and fan-out;
+//! - [`revocation`], [`metrics`], `shutdown` (private): ending sessions early, counters,
+//!   stopping every task;
+//! - [`cluster`]: this node among others; with the `redis` feature, rooms, revocations and
+//!   notices across nodes, and sessions, through Redis;
+//! - [`handle`]: what an embedder can do to a running server;
+//! - `pending`, `identities` (private): the budget of sockets not yet admitted,
+//!   per-identity limits;
+//! - `connection`, `state`, `routes`, `admin`, `socket` (private): one client's loop, what
+//!   the tasks share, the plain-HTTP endpoints, the admin API, one accepted socket's life;
 //! - [`server`]: the accept loop that ties them together;
-//! - `tls` (feature `tls`): `wss://` without a proxy, the certificate served and its reload;
-//! - `relay`, `control`, `redis_sessions` (feature `redis`): rooms, revocations and notices across nodes, and
-//!   sessions, through Redis.
+//! - `tls` (feature `tls`): `wss://` without a proxy, the certificate served and its reload.
 //!
 //! Embedding takes a few lines; see [`Server`]. To learn how the handshake is secured, start
 //! at [`gate`].

@@ -7,8 +7,6 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::room::Position;
-
 /// What a client sends: a chat message `{"message":"…"}` (no `type`), or a typed request such
 /// as `{"type":"refresh","token":"…"}`. Other members are ignored, `username` included: the
 /// username always comes from the credential.
@@ -38,21 +36,6 @@ pub(crate) struct Welcome<'a> {
     /// Whether `since` was resumed; absent when the client gave none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
-}
-
-impl<'a> Welcome<'a> {
-    pub fn new(room: &'a str, username: &'a str, exp: Option<i64>, position: &'a Position) -> Welcome<'a> {
-        Welcome {
-            r#type: "welcome",
-            room,
-            username,
-            message: format!("Welcome, {username}!"),
-            exp,
-            epoch: &position.epoch,
-            seq: position.seq,
-            recovered: position.recovered,
-        }
-    }
 }
 
 /// `{"type":"expiring","exp":E}` or `{"type":"refreshed","exp":E}`, to one member.

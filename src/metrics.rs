@@ -87,7 +87,7 @@ impl Metrics {
     }
 
     /// A TLS handshake that failed or timed out (plain HTTP on the TLS port included).
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    #[cfg(feature = "tls")]
     pub(crate) fn tls_failed(&self) {
         self.tls_failures.fetch_add(1, Relaxed);
     }

@@ -112,8 +112,8 @@ pub(crate) fn json_error(e: &serde_json::Error) -> String {
 
 /// The revocation list and the open connections. Cloning gives another handle to the same.
 ///
-/// A server has one, given to its [`Gate`](crate::gate::Gate) (which refuses revoked
-/// credentials) and to its [`Handle`](crate::Handle) (which revokes).
+/// A server has one, given to its gate (which refuses revoked credentials) and to its
+/// cluster (through which its handle and the admin API revoke, here and on other nodes).
 ///
 /// ```
 /// use wsgate::revocation::{Revocations, Revoke};

@@ -22,7 +22,9 @@ pub(crate) struct Shutdown(watch::Receiver<bool>);
 
 /// Held by each task until it ends; see the module docs.
 #[derive(Debug)]
-pub(crate) struct Running(#[allow(dead_code)] mpsc::Sender<()>);
+pub(crate) struct Running {
+    _sender: mpsc::Sender<()>,
+}
 
 impl Coordinator {
     pub fn new() -> Coordinator {
@@ -39,7 +41,7 @@ impl Coordinator {
     /// What a new task needs to take part.
     pub fn task(&self) -> (Shutdown, Running) {
         let running = self.running.clone().expect("no task starts after shutdown began");
-        (Shutdown(self.shutdown.clone()), Running(running))
+        (Shutdown(self.shutdown.clone()), Running { _sender: running })
     }
 
     /// Tells every task to stop, then waits until all have ended.

@@ -5,9 +5,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::{Room, RoomState, Rooms, Since};
 use crate::messages;
@@ -44,51 +43,7 @@ pub(crate) struct Synced {
     pub missed: Option<Vec<Message>>,
 }
 
-/// What the bridge feeds into this node's rooms.
 impl Rooms {
-    /// Delivers `message` to the local members of `room` without a `seq` (it is not passed
-    /// on to other nodes, and not part of history).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn deliver_local(&self, room: &str, message: Utf8Bytes) {
-        if let Some(entry) = self.lock().rooms.get(room).cloned() {
-            let mut state = entry.lock();
-            self.push_as(&entry, &mut state, 0, message);
-        }
-    }
-
-    /// Delivers a message Redis gave `seq` in history `epoch` to the local members of `room`.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn deliver_sequenced(&self, room: &str, epoch: &str, seq: u64, message: Utf8Bytes) {
-        if let Some(entry) = self.lock().rooms.get(room).cloned() {
-            let mut state = entry.lock();
-            if state.learn(epoch, seq) {
-                self.epoch_changed(&entry, &mut state);
-            }
-            self.push_as(&entry, &mut state, seq, message);
-        }
-    }
-
-    /// Marks whether this node is subscribed to `room` on Redis (`None`: every room).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn set_linked(&self, room: Option<&str>, linked: bool) {
-        let registry = self.lock();
-        match room {
-            Some(name) => {
-                if let Some(room) = registry.rooms.get(name) {
-                    room.linked.store(linked, Relaxed);
-                }
-            }
-            None => registry
-                .rooms
-                .values()
-                .for_each(|room| room.linked.store(linked, Relaxed)),
-        }
-        drop(registry);
-        if linked {
-            self.inner.links.send_modify(|n| *n += 1);
-        }
-    }
-
     /// Tells the members that the room's seqs start over, and may have missed frames: a
     /// `lagged` without a seq, which also ends any overlap a member was skipping (its old
     /// seqs would otherwise hide the new ones).

@@ -42,6 +42,8 @@
 
 mod bridge;
 mod kept;
+#[cfg(feature = "redis")]
+mod linked;
 mod membership;
 mod position;
 
@@ -59,9 +61,13 @@ use crate::messages;
 use crate::rejection::Rejection;
 use crate::ring::Ring;
 
-#[cfg_attr(not(feature = "redis"), allow(unused_imports))]
-pub(crate) use bridge::{BoxFuture, Bridge, Synced};
+pub(crate) use bridge::Bridge;
+#[cfg(feature = "redis")]
+pub(crate) use bridge::{BoxFuture, Synced};
 pub use kept::MAX_KEPT_ROOMS;
+#[cfg_attr(not(feature = "redis"), allow(unused_imports))]
+#[cfg(feature = "redis")]
+pub(crate) use linked::WeakRooms;
 pub use membership::Membership;
 use position::new_epoch;
 pub use position::{Position, Since};
@@ -179,18 +185,6 @@ struct RoomState {
     heard: bool,
 }
 
-/// See [`Rooms::downgrade`].
-#[derive(Clone)]
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) struct WeakRooms(std::sync::Weak<Inner>);
-
-impl WeakRooms {
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn upgrade(&self) -> Option<Rooms> {
-        self.0.upgrade().map(|inner| Rooms { inner })
-    }
-}
-
 impl Rooms {
     /// An empty registry.
     pub fn new(settings: RoomSettings) -> Rooms {
@@ -227,18 +221,6 @@ impl Rooms {
         self.inner.queued.load(Relaxed)
     }
 
-    /// The names of the rooms with at least one member here.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn names(&self) -> Vec<String> {
-        let registry = self.lock();
-        registry
-            .rooms
-            .iter()
-            .filter(|(_, room)| room.lock().members > 0)
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
     /// Sends a server notice to `room`'s members, with a `seq`, into its history (with Redis:
     /// through Redis, to every node). A room nobody is in gets nothing and is not created
     /// (and a room kept for its history does not change).
@@ -254,12 +236,6 @@ impl Rooms {
         if state.members > 0 {
             self.push(&entry, &mut state, |seq| messages::notice(room, message, seq));
         }
-    }
-
-    /// A handle that does not keep the rooms alive (for background tasks).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn downgrade(&self) -> WeakRooms {
-        WeakRooms(Arc::downgrade(&self.inner))
     }
 
     /// Whether a presence notice goes out now: small rooms only, and not faster than the

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::messages::Welcome;
 use crate::rejection::Rejection;
 
 use super::is_token;
@@ -44,6 +45,23 @@ pub struct Position {
     pub seq: u64,
     /// Whether the `since` the member gave was resumed; `None` when it gave none.
     pub recovered: Option<bool>,
+}
+
+impl Position {
+    /// The welcome that reports this position to `username`, whose credential expires at
+    /// `exp`.
+    pub(crate) fn welcome<'a>(&'a self, room: &'a str, username: &'a str, exp: Option<i64>) -> Welcome<'a> {
+        Welcome {
+            r#type: "welcome",
+            room,
+            username,
+            message: format!("Welcome, {username}!"),
+            exp,
+            epoch: &self.epoch,
+            seq: self.seq,
+            recovered: self.recovered,
+        }
+    }
 }
 
 /// A name for a new room's history, unique within this process and, by its time part,
