@@ -161,6 +161,10 @@ pub struct Config {
     /// e.g. `redis://127.0.0.1:6379`. `None`: a single node.
     #[cfg(feature = "redis")]
     pub redis_url: Option<String>,
+    /// With the `redis` and `tls` features: the CA certificate(s), PEM, that a `rediss://`
+    /// Redis's certificate must chain to. `None`: the system's roots.
+    #[cfg(feature = "redis")]
+    pub redis_ca: Option<Vec<u8>>,
     /// The deadline of every Redis call (link, history, sessions): a Redis that stops
     /// answering costs a handshake at most this (PROTOCOL.md §12). Default 1 s.
     pub redis_timeout: Duration,
@@ -214,6 +218,8 @@ impl Default for Config {
             dev_tokens: false,
             #[cfg(feature = "redis")]
             redis_url: None,
+            #[cfg(feature = "redis")]
+            redis_ca: None,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             control_outbox: 10_000,
             max_deciding: 256,

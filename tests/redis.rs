@@ -338,3 +338,33 @@ async fn nodes_run_as_an_acl_user_limited_to_wsgate_keys_and_channels() {
     let c = TestServer::start(config().with(|c| c.redis_url = Some(wrong))).await;
     assert_eq!(await_metric(&c, "wsgate_redis_up", |up| up == 0.0).await, 0.0);
 }
+
+/// PROTOCOL.md §12's Python, run as written: what it signs, a node accepts.
+#[tokio::test]
+async fn the_python_signing_in_protocol_md_is_accepted_by_a_node() {
+    let protocol = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md")).unwrap();
+    let start = protocol
+        .find("An application signs the same way:\n\n```python\n")
+        .expect("§12's Python block")
+        + 45;
+    let block = &protocol[start..start + protocol[start..].find("```").unwrap()];
+    let program = format!(
+        "{block}\nimport sys\nprint(signed({{\"revoke\": {{\"user\": \"pia\"}}, \"at\": int(time.time())}}, sys.argv[1].encode()))\n"
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", &program, std::str::from_utf8(SECRET).unwrap()])
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let message = String::from_utf8(output.stdout).unwrap();
+
+    let redis = RedisServer::start();
+    let a = TestServer::start(node_config(&redis)).await;
+    redis.await_control_subscribers(1).await;
+    let (pia, _) = token_with_jti("pia", "p-1");
+    let (mut pia, _) = a.connect(&format!("/ws/chat/lobby?token={pia}"), &[]).await.unwrap();
+    assert_eq!(next_json(&mut pia).await["type"], "welcome");
+    assert_eq!(redis.publish_control(message.trim()).await, 1);
+    assert_eq!(close_frame(&mut pia).await.reason.as_str(), "revoked");
+    assert_eq!(a.metric("wsgate_control_rejected_total").await, 0.0);
+}

@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 use super::control::{Control, Refused, Signer};
 use super::history::{self, Keep};
 use super::outbox::{Full, Outbox};
-use super::{keys, within};
+use super::{connect, keys, within};
 use crate::jwt::unix_now;
 use crate::metrics::Metrics;
 use crate::revocation::{Revocations, Revoke};
@@ -129,22 +129,20 @@ pub(crate) struct Settings {
 }
 
 impl Link {
-    /// A link to the Redis at `url`. Fails only on a URL that cannot be used; Redis being
-    /// down is handled by relinking.
+    /// A link through `client`; Redis being down is handled by relinking.
     pub(crate) fn new(
-        url: &str,
+        client: redis::Client,
         settings: Settings,
         metrics: Arc<Metrics>,
         revocations: Revocations,
-    ) -> Result<Arc<Link>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    ) -> Arc<Link> {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         // Random per process: the std hasher is seeded from the OS.
         let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
         let node_id = format!("{random:016x}{:x}", std::process::id());
         metrics.redis_configured();
-        Ok(Arc::new(Link {
+        Arc::new(Link {
             node_id,
             client,
             timeout: settings.timeout,
@@ -160,7 +158,7 @@ impl Link {
             down: AtomicBool::new(false),
             reader: Mutex::new(None),
             rejected_log: Throttle::new(1),
-        }))
+        })
     }
 
     /// Starts the three tasks; each ends when `shutdown` says so. A second call does nothing.
@@ -201,9 +199,7 @@ impl Link {
 
     /// A connection with the history script loaded, and the script's hash.
     async fn connect_with_script(&self) -> Option<(MultiplexedConnection, String)> {
-        let mut conn = within(self.timeout, self.client.get_multiplexed_async_connection())
-            .await
-            .ok()?;
+        let mut conn = connect(&self.client, self.timeout).await.ok()?;
         let script = within(self.timeout, history::load(&mut conn)).await.ok()?;
         Some((conn, script))
     }
@@ -551,7 +547,7 @@ async fn upkeep_loop(link: Arc<Link>, (mut shutdown, _running): (Shutdown, Runni
         if *links.borrow_and_update() == 0 {
             continue; // never linked yet
         }
-        let Ok(mut conn) = within(link.timeout, link.client.get_multiplexed_async_connection()).await else {
+        let Ok(mut conn) = connect(&link.client, link.timeout).await else {
             continue;
         };
         // First what Redis lost, then what it holds: a node's own entries come back before

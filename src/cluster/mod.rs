@@ -104,8 +104,9 @@ impl Cluster {
                 signer,
             };
             // The URL is not repeated: it may hold a password.
-            let link = link::Link::new(url, settings, metrics.clone(), revocations.clone())
+            let client = client(url, config.redis_ca.as_deref())
                 .map_err(|e| ConfigError(format!("the Redis URL cannot be used: {e}")))?;
+            let link = link::Link::new(client, settings, metrics.clone(), revocations.clone());
             return Ok(Cluster {
                 revocations,
                 link: Some(link),
@@ -197,6 +198,40 @@ pub(crate) enum Ticket {
     Full,
     #[cfg(feature = "redis")]
     Queued(u64),
+}
+
+/// A client for the Redis at `url`: `redis://` or, with the `tls` feature, `rediss://`
+/// trusting `ca` (PEM) or, without it, the system's roots.
+#[cfg(feature = "redis")]
+fn client(url: &str, ca: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    #[cfg(feature = "tls")]
+    if let Some(ca) = ca {
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.to_vec()),
+        };
+        return redis::Client::build_with_tls(url, certificates);
+    }
+    if ca.is_some() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "a Redis CA needs wsgate built with the tls feature",
+        )));
+    }
+    redis::Client::open(url)
+}
+
+/// A multiplexed connection whose connect and every reply are bounded by `timeout` (the
+/// client's own defaults would cut a reply at 500 ms whatever `--redis-timeout` says).
+#[cfg(feature = "redis")]
+async fn connect(
+    client: &redis::Client,
+    timeout: std::time::Duration,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    within(timeout, client.get_multiplexed_async_connection_with_config(&config)).await
 }
 
 /// `future`, or a timeout error after `timeout`: a Redis host that stops answering (rather

@@ -55,10 +55,17 @@ impl fmt::Debug for RedisSessionStore {
 const MAX_SESSION_ID: usize = 256;
 
 impl RedisSessionStore {
-    /// Sessions under `prefix` in the Redis at `url`. Fails only on an unusable URL.
+    /// Sessions under `prefix` in the Redis at `url` (`redis://`, or `rediss://` with the
+    /// `tls` feature and the system's roots). Fails only on an unusable URL.
     pub fn new(url: &str, prefix: &str) -> Result<RedisSessionStore, redis::RedisError> {
+        RedisSessionStore::with_ca(url, prefix, None)
+    }
+
+    /// [`RedisSessionStore::new`] for a `rediss://` Redis whose certificate chains to `ca`
+    /// (PEM), when given (`--redis-ca`). Needs the `tls` feature.
+    pub fn with_ca(url: &str, prefix: &str, ca: Option<&[u8]>) -> Result<RedisSessionStore, redis::RedisError> {
         Ok(RedisSessionStore {
-            client: redis::Client::open(url)?,
+            client: super::client(url, ca)?,
             prefix: prefix.to_owned(),
             timeout: DEFAULT_REDIS_TIMEOUT,
             connection: Mutex::new(None),
@@ -86,9 +93,7 @@ impl SessionStore for RedisSessionStore {
         let mut conn = match cached {
             Some(conn) => conn,
             None => {
-                let conn = within(self.timeout, self.client.get_multiplexed_async_connection())
-                    .await
-                    .map_err(failed)?;
+                let conn = super::connect(&self.client, self.timeout).await.map_err(failed)?;
                 *self.cached() = Some(conn.clone());
                 conn
             }

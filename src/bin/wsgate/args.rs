@@ -289,6 +289,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WSGATE_REDIS", value_name = "URL")]
     pub redis: Option<String>,
 
+    /// With rediss:// (a build with --features redis,tls): the CA certificate (PEM) Redis's
+    /// certificate must chain to [default: the system's roots]
+    #[arg(long, env = "WSGATE_REDIS_CA", value_name = "PATH")]
+    pub redis_ca: Option<PathBuf>,
+
     /// Deadline of every Redis call: a Redis that stops answering costs a session-cookie
     /// handshake at most this (then 503), and is noticed by the link within it
     #[arg(long, env = "WSGATE_REDIS_TIMEOUT", value_name = "DURATION",

@@ -238,6 +238,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     if redis.is_none() && args.session_redis_prefix.is_some() {
         return Err(Usage("--session-redis-prefix needs --redis".to_owned()));
     }
+    if redis.is_none() && args.redis_ca.is_some() {
+        return Err(Usage("--redis-ca needs --redis".to_owned()));
+    }
+    #[cfg(not(feature = "tls"))]
+    if args.redis_ca.is_some() {
+        return Err(Usage("--redis-ca needs wsgate built with `--features tls`".to_owned()));
+    }
     init_logging();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -246,11 +253,18 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
             #[cfg(feature = "redis")]
             Some(url) => {
                 let prefix = args.session_redis_prefix.as_deref().unwrap_or("wsgate:session:");
+                let ca = match &args.redis_ca {
+                    Some(path) => {
+                        Some(std::fs::read(path).map_err(|e| Usage(format!("--redis-ca {}: {e}", path.display())))?)
+                    }
+                    None => None,
+                };
                 // The URL is not repeated: it may hold a password.
-                let sessions = wsgate::cluster::RedisSessionStore::new(&url, prefix)
+                let sessions = wsgate::cluster::RedisSessionStore::with_ca(&url, prefix, ca.as_deref())
                     .map_err(|e| Usage(format!("--redis: {e}")))?
                     .with_timeout(config.redis_timeout);
                 config.redis_url = Some(url);
+                config.redis_ca = ca;
                 let authenticator = JwtAuthenticator::with_sessions(verifier, sessions);
                 run_server(config, authenticator, dev_mode, tls_files).await
             }
