@@ -43,7 +43,7 @@ pub(crate) async fn serve(
     handle: Handle,
     limits: Limits,
     mut shutdown: Shutdown,
-    _running: Running,
+    running: Running,
 ) {
     let sockets = Pending::new(MAX_ADMIN_SOCKETS);
     if let Ok(addr) = listener.local_addr() {
@@ -65,7 +65,8 @@ pub(crate) async fn serve(
             continue; // every place is answering: dropped, which closes the socket
         };
         let (key, handle) = (key.clone(), handle.clone());
-        tokio::spawn(answer(stream, peer, key, handle, limits, slot));
+        // Each answer holds the API's `Running`: `run` returns only once they are done too.
+        tokio::spawn(answer(stream, peer, key, handle, limits, slot, running.clone()));
     }
 }
 
@@ -83,6 +84,7 @@ async fn answer(
     handle: Handle,
     limits: Limits,
     mut slot: Slot,
+    _running: Running,
 ) {
     let deadline = Instant::now() + limits.handshake_timeout;
     // The head and the body are read while a newer socket may still evict this one.

@@ -20,8 +20,9 @@ pub(crate) struct Coordinator {
 #[derive(Debug, Clone)]
 pub(crate) struct Shutdown(watch::Receiver<bool>);
 
-/// Held by each task until it ends; see the module docs.
-#[derive(Debug)]
+/// Held by each task until it ends; see the module docs. A task that spawns short-lived
+/// helpers (the admin API's answers) gives each a clone.
+#[derive(Debug, Clone)]
 pub(crate) struct Running {
     _sender: mpsc::Sender<()>,
 }
