@@ -12,7 +12,7 @@
 //! The `shutdown` module announces shutdown and tells when every task has finished.
 //!
 //! Each accepted socket gets a task running `Socket::serve` (`socket.rs`): read the head
-//! (bounded in size and time), answer the plain-HTTP routes, ask the [`Gate`], then either
+//! (bounded in size and time), answer the plain-HTTP routes, ask the [`Gate`](crate::gate::Gate), then either
 //! refuse or upgrade and hand over to the connection loop.
 //!
 //! ```no_run

@@ -2,8 +2,8 @@
 //! Redis with the `redis` feature and `--redis URL`; without them, the same type with
 //! nothing behind it, so the rest of the server has no `cfg` of its own.
 //!
-//! A revocation's path reads one way: the admin API or a [`Handle`](crate::Handle) calls
-//! [`Cluster::revoke`], which applies it to this node's [`Revocations`] at once and, with
+//! A revocation's path reads one way: the admin API or a [`Handle`](crate::Handle) calls the
+//! cluster's `revoke`, which applies it to this node's [`Revocations`] at once and, with
 //! Redis, queues it in the control outbox for the other nodes. What arrives from Redis goes
 //! the same way: link → revocations.
 //!
