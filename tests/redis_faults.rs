@@ -119,6 +119,46 @@ async fn a_revocation_made_while_redis_is_down_waits_and_reaches_every_node_when
 }
 
 #[tokio::test]
+async fn redis_killed_and_restarted_with_its_data_keeps_what_it_had_and_gets_what_was_made_meanwhile() {
+    let dir = std::env::temp_dir().join(format!("wsgate-aof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let persistent = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    let mut redis = RedisServer::start_with(RedisServer::free_port(), &persistent);
+    let a = TestServer::start(node(&redis)).await;
+    redis.await_control_subscribers(1).await;
+    assert_eq!(revoke(&a, r#"{"user":"before"}"#).await.0, 200);
+
+    redis.kill(); // SIGKILL
+    await_metric(&a, "wsgate_redis_up", |up| up == 0.0).await;
+    assert_eq!(revoke(&a, r#"{"user":"meanwhile"}"#).await.0, 202);
+    let port = redis.port;
+    drop(redis); // already reaped: dropping it signals nothing
+    let redis = RedisServer::start_with(port, &persistent);
+    let keys = redis.await_keys("wsgate:revoked:*", |keys| keys.len() == 2).await;
+    assert!(keys.contains(&"wsgate:revoked:user:before".to_owned()), "{keys:?}");
+    await_metric(&a, "wsgate_control_pending", |n| n == 0.0).await;
+    let c = TestServer::start(node(&redis)).await;
+    redis.await_control_subscribers(2).await;
+    await_metric(&c, "wsgate_revocations", |n| n >= 2.0).await;
+    for user in ["before", "meanwhile"] {
+        let token = issued_token(user);
+        assert_eq!(
+            refused(c.connect(&format!("/ws/chat/lobby?token={token}"), &[]).await).status(),
+            401
+        );
+    }
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn redis_restarted_empty_or_flushed_gets_every_revocation_again() {
     let mut redis = RedisServer::start();
     let a = TestServer::start(node(&redis)).await;

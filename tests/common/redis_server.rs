@@ -50,10 +50,9 @@ impl RedisServer {
             .port()
     }
 
-    /// Plain on `port`, plus `extra` arguments (e.g. a TLS port).
+    /// Plain on `port`, plus `extra` arguments (a TLS port, persistence).
     pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
-            .args(extra)
             .args([
                 "--port",
                 &port.to_string(),
@@ -64,6 +63,8 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            // Last, so they win over the defaults above.
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is not on PATH; install it (Debian: apt-get install redis-server)");
