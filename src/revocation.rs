@@ -193,36 +193,53 @@ impl Revocations {
     /// revocation, or one stored in Redis, keeps its own moment, so a user's credentials
     /// issued after it still work here.
     pub(crate) fn revoke_at(&self, revoke: &Revoke, at: i64) -> usize {
-        self.revoke_all(std::slice::from_ref(&(revoke.clone(), at)))
+        self.revoke_all(std::slice::from_ref(&(revoke.clone(), at))).0
     }
 
     /// Adds every `(revocation, made at)` and closes the open connections they name; returns
-    /// how many. One purge and one pass over the open connections per chunk of entries, so
-    /// loading N stored revocations costs O(N + open connections), not N passes; the lock is
-    /// let go between chunks so handshakes are not held up by a long load.
-    pub(crate) fn revoke_all(&self, revokes: &[(Revoke, i64)]) -> usize {
+    /// (connections closed, entries that changed the list). One purge and one pass over the
+    /// open connections per chunk of entries that changed anything, so loading N stored
+    /// revocations costs O(N + open connections), not N passes; the lock is let go between
+    /// chunks so handshakes are not held up by a long load.
+    ///
+    /// Entries only ever move forward: an older copy of a revocation (a replayed control
+    /// message, a node that was cut off) never shortens or moves back a newer one, and one
+    /// already over is not added.
+    pub(crate) fn revoke_all(&self, revokes: &[(Revoke, i64)]) -> (usize, usize) {
         const CHUNK: usize = 10_000;
-        let mut closed = 0;
+        let (mut closed, mut changed) = (0, 0);
+        let now = unix_now();
         for chunk in revokes.chunks(CHUNK) {
             let mut inner = self.lock();
-            inner.purge(unix_now());
+            inner.purge(now);
+            let before = changed;
             for (revoke, at) in chunk {
                 let until = self.until(revoke, *at);
-                match revoke {
-                    Revoke::Jti { jti, .. } => {
-                        inner.jtis.insert(jti.clone(), until);
-                    }
+                if until <= now {
+                    continue;
+                }
+                let later = |old: &mut i64, new: i64| {
+                    let moved = new > *old;
+                    *old = (*old).max(new);
+                    moved
+                };
+                let moved = match revoke {
+                    Revoke::Jti { jti, .. } => later(inner.jtis.entry(jti.clone()).or_insert(i64::MIN), until),
                     Revoke::User { user } => {
-                        inner.users.insert(user.clone(), (*at, until));
+                        let (old_at, old_until) = inner.users.entry(user.clone()).or_insert((i64::MIN, i64::MIN));
+                        later(old_at, *at) | later(old_until, until)
                     }
                     Revoke::Session { session } => {
-                        inner.sessions.insert(session.clone(), until);
+                        later(inner.sessions.entry(session.clone()).or_insert(i64::MIN), until)
                     }
-                }
+                };
+                changed += usize::from(moved);
             }
-            closed += inner.close_revoked();
+            if changed > before {
+                closed += inner.close_revoked();
+            }
         }
-        closed
+        (closed, changed)
     }
 
     /// Every unexpired entry as `(revocation, made at)`: what a node stores again in a Redis
@@ -312,9 +329,14 @@ impl Revocations {
 
     /// Entries in the list now.
     pub fn len(&self) -> usize {
+        let now = unix_now();
         let mut inner = self.lock();
-        inner.purge(unix_now());
-        inner.jtis.len() + inner.users.len() + inner.sessions.len()
+        inner.purge(now);
+        // Entries over since this second's purge do not count.
+        let live = |until: &i64| *until > now;
+        inner.jtis.values().filter(|u| live(u)).count()
+            + inner.users.values().filter(|(_, u)| live(u)).count()
+            + inner.sessions.values().filter(|u| live(u)).count()
     }
 
     /// Whether the list holds no entry now.
@@ -398,5 +420,52 @@ impl Inner {
         self.jtis.retain(|_, until| *until > now);
         self.users.retain(|_, (_, until)| *until > now);
         self.sessions.retain(|_, until| *until > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Revoke {
+        Revoke::User { user: name.to_owned() }
+    }
+
+    #[test]
+    fn an_older_copy_never_moves_an_entry_back_and_an_expired_one_is_not_added() {
+        let list = Revocations::new(30, 3600);
+        let now = unix_now();
+        let mut carol = Identity::new("carol");
+        carol.issued_at = Some(now - 50);
+        assert_eq!(list.revoke_all(&[(user("carol"), now)]), (0, 1));
+        // The same again, or one made earlier (a replay, a node that was cut off): no change.
+        assert_eq!(
+            list.revoke_all(&[(user("carol"), now), (user("carol"), now - 100)]),
+            (0, 0)
+        );
+        assert!(
+            list.check(&carol, None).is_some(),
+            "a token issued before the newer one stays revoked"
+        );
+        let jti = |exp| Revoke::Jti { jti: "j".into(), exp };
+        assert_eq!(list.revoke_all(&[(jti(now + 600), now)]).1, 1);
+        assert_eq!(
+            list.revoke_all(&[(jti(now + 60), now)]).1,
+            0,
+            "a shorter copy does not shorten it"
+        );
+        assert_eq!(list.revoke_all(&[(jti(now - 600), now)]).1, 0);
+        assert_eq!(
+            list.revoke_all(&[(
+                Revoke::Jti {
+                    jti: "old".into(),
+                    exp: now - 600
+                },
+                now
+            )])
+            .1,
+            0
+        );
+        assert_eq!(list.len(), 2);
     }
 }

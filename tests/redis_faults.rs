@@ -312,6 +312,83 @@ async fn a_stalled_redis_costs_session_handshakes_a_503_within_the_deadline_and_
 }
 
 #[tokio::test]
+async fn a_replayed_older_revocation_undoes_nothing_and_is_not_stored_over_the_newer_one() {
+    let redis = RedisServer::start();
+    let a = TestServer::start(node(&redis)).await;
+    redis.await_control_subscribers(1).await;
+    let now = unix_now();
+    let older = signed(&format!(r#"{{"revoke":{{"user":"vic"}},"at":{}}}"#, now - 100));
+    let newer = signed(&format!(r#"{{"revoke":{{"user":"vic"}},"at":{now}}}"#));
+    // A token issued between the two: the newer revocation covers it.
+    let mut claims = Claims::new("vic", now + 600);
+    claims.iat = Some(now - 50);
+    let between = key().sign(&claims);
+    redis.publish_control(&older).await;
+    redis.publish_control(&newer).await;
+    redis
+        .await_keys("wsgate:revoked:user:vic", |keys| keys.len() == 1)
+        .await;
+    let stored = || async {
+        redis
+            .query::<String>(redis::cmd("GET").arg("wsgate:revoked:user:vic"))
+            .await
+    };
+    within(async {
+        while stored().await != newer {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // The older one again (a replay): the token stays refused, the newer one stays stored.
+    redis.publish_control(&older).await;
+    let marker = signed(r#"{"publish":{"room":"lobby","message":"after the replay"}}"#);
+    let mut member = a.join("lobby", "wes").await;
+    redis.publish_control(&marker).await;
+    loop {
+        if next_json(&mut member).await["type"] == "notice" {
+            break;
+        }
+    }
+    assert_eq!(
+        refused(a.connect(&format!("/ws/chat/lobby?token={between}"), &[]).await).status(),
+        401
+    );
+    assert_eq!(stored().await, newer);
+    assert_eq!(a.metric("wsgate_control_pending").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_jti_that_never_expires_is_stored_and_jams_nothing() {
+    let redis = RedisServer::start();
+    let a = TestServer::start(node(&redis)).await;
+    redis.await_control_subscribers(1).await;
+    let (status, answer) = revoke(&a, &format!(r#"{{"jti":"forever","exp":{}}}"#, i64::MAX)).await;
+    assert_eq!((status, answer["cluster"].as_str()), (200, Some("stored")));
+    let (status, _) = revoke(&a, r#"{"user":"next"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(a.metric("wsgate_control_pending").await, 0.0);
+}
+
+#[tokio::test]
+async fn thousands_of_waiting_revocations_are_stored_within_seconds_of_redis_answering() {
+    let mut redis = RedisServer::start();
+    let a = TestServer::start(node(&redis)).await;
+    redis.await_control_subscribers(1).await;
+    redis.kill();
+    await_metric(&a, "wsgate_redis_up", |up| up == 0.0).await;
+    for i in 0..5000 {
+        a.handle.revoke_user(&format!("u{i}"));
+    }
+    assert_eq!(a.metric("wsgate_control_pending").await, 5000.0);
+    redis.restart_empty();
+    let back = Instant::now();
+    await_metric(&a, "wsgate_control_pending", |n| n == 0.0).await;
+    assert!(back.elapsed() < RELINK, "{:?}", back.elapsed());
+    let stored: i64 = redis.query(&redis::cmd("DBSIZE")).await;
+    assert!(stored >= 5000, "{stored}");
+}
+
+#[tokio::test]
 async fn control_messages_and_stored_revocations_without_a_valid_signature_are_ignored_and_counted() {
     let redis = RedisServer::start();
     let a = TestServer::start(node(&redis)).await;

@@ -64,6 +64,14 @@ const LOAD_BATCH: usize = 1000;
 /// chat message on the same worker never waits longer.
 const YIELD_EVERY: usize = 20;
 
+/// The largest control message or stored revocation read: a real one is a few hundred
+/// bytes; anything larger is not checked, only counted as rejected.
+const MAX_CONTROL: usize = 4096;
+
+/// The longest TTL given to a stored revocation (ten years): a `jti` whose `exp` lies further
+/// ahead still is one Redis accepts, so one odd entry can never jam the outbox.
+const MAX_TTL: i64 = 10 * 365 * 86_400;
+
 /// Revocations per pipeline when storing them again.
 const STORE_BATCH: usize = 5000;
 
@@ -110,6 +118,8 @@ pub(crate) struct Link {
     reader: Mutex<Option<(MultiplexedConnection, String)>>,
     /// Forged control messages are logged at most once a second.
     rejected_log: Throttle,
+    /// So is a full outbox.
+    full_log: Throttle,
 }
 
 impl fmt::Debug for Link {
@@ -158,6 +168,7 @@ impl Link {
             down: AtomicBool::new(false),
             reader: Mutex::new(None),
             rejected_log: Throttle::new(1),
+            full_log: Throttle::new(1),
         })
     }
 
@@ -217,6 +228,9 @@ impl Link {
 
     /// Carries out a control message from the channel, if it is signed.
     fn apply_control(&self, payload: &[u8], rooms: &Rooms) {
+        if payload.len() > MAX_CONTROL {
+            return self.rejected(Refused::Unknown, "control message");
+        }
         let control = match self.signer.open(payload) {
             Ok(control) => control,
             Err(refused) => return self.rejected(refused, "control message"),
@@ -234,13 +248,20 @@ impl Link {
         }
         let Some(revoke) = &control.revoke else { return };
         let at = control.made_at();
-        self.revocations.revoke_at(revoke, at);
-        if control.origin.is_none() {
-            // Published by an application: store it (signed as it came) for later nodes too.
+        let (_, changed) = self.revocations.revoke_all(&[(revoke.clone(), at)]);
+        // Published by an application: store it (signed as it came) for later nodes too. Only
+        // when it moved this node's list forward: a replayed or older copy never overwrites
+        // a newer stored one, and a flood of replays costs no outbox place.
+        if control.origin.is_none() && changed > 0 {
             let until = self.revocations.until(revoke, at);
             let value = String::from_utf8_lossy(payload).into_owned();
-            if self.outbox.push(keys::revoked(revoke), value, until, false).is_err() {
-                warn!("control outbox full: an application's revocation is applied but not stored");
+            if self.outbox.push(keys::revoked(revoke), value, until, false).is_err()
+                && let Some(suppressed) = self.full_log.allow()
+            {
+                warn!(
+                    suppressed,
+                    "control outbox full: an application's revocation is applied but not stored"
+                );
             }
         }
     }
@@ -320,15 +341,19 @@ async fn publish_loop(
     // While revocations wait and Redis refuses them (down, or out of memory), try again.
     let mut retry = tokio::time::interval(Duration::from_millis(500));
     retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Set when a turn confirmed outbox entries and more wait: the next turn goes at once.
+    let mut draining = false;
     loop {
         let waiting = link.outbox.len() > 0;
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            received = outgoing.recv_many(&mut batch, 256) => if received == 0 { return },
-            _ = link.outbox.arrived.notified() => {}
-            // A new link: what waits in the outbox goes first, now.
-            _ = links.changed() => {}
-            _ = retry.tick(), if waiting => {}
+        if !std::mem::take(&mut draining) {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                received = outgoing.recv_many(&mut batch, 256) => if received == 0 { return },
+                _ = link.outbox.arrived.notified() => {}
+                // A new link: what waits in the outbox goes first, now.
+                _ = links.changed() => {}
+                _ = retry.tick(), if waiting => {}
+            }
         }
         let entries = link.outbox.oldest(256);
         if entries.is_empty() && batch.is_empty() {
@@ -354,7 +379,7 @@ async fn publish_loop(
         let mut pipe = redis::pipe();
         let now = unix_now();
         for entry in &entries {
-            let ttl = entry.until.saturating_sub(now);
+            let ttl = entry.until.saturating_sub(now).min(MAX_TTL);
             if ttl > 0 {
                 pipe.cmd("SET")
                     .arg(&entry.key)
@@ -387,6 +412,7 @@ async fn publish_loop(
         }
         if let Some(last) = entries.last() {
             link.outbox.confirm(last.ticket);
+            draining = link.outbox.len() > 0;
         }
     }
 }
@@ -583,7 +609,7 @@ async fn store_again(link: &Link, conn: &mut MultiplexedConnection) {
     for chunk in held.chunks(STORE_BATCH) {
         let mut pipe = redis::pipe();
         for (revoke, at) in chunk {
-            let ttl = link.revocations.until(revoke, *at).saturating_sub(now);
+            let ttl = link.revocations.until(revoke, *at).saturating_sub(now).min(MAX_TTL);
             if ttl > 0 {
                 let value = link.signer.seal(&Control::revoke(revoke.clone(), *at, None));
                 pipe.cmd("SET")
@@ -639,6 +665,10 @@ async fn load(link: &Link, conn: &mut MultiplexedConnection) -> bool {
                 if i % YIELD_EVERY == YIELD_EVERY - 1 {
                     tokio::task::yield_now().await;
                 }
+                if value.len() > MAX_CONTROL {
+                    link.rejected(Refused::Unknown, "stored revocation");
+                    continue;
+                }
                 match link.signer.open(&value) {
                     Ok(control) => {
                         let at = control.made_at();
@@ -651,7 +681,7 @@ async fn load(link: &Link, conn: &mut MultiplexedConnection) -> bool {
                 }
             }
             loaded += found.len();
-            closed += link.revocations.revoke_all(&found);
+            closed += link.revocations.revoke_all(&found).0;
         }
         if next == 0 {
             break;
