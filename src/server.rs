@@ -260,12 +260,19 @@ async fn sweep<A: Authenticator>(state: Arc<State<A>>, mut shutdown: Shutdown, _
             _ = shutdown.wait() => return,
         }
         state.rooms.sweep(tokio::time::Instant::now());
-        for (id, session) in revocations.sessions_in_slot(slot, slots) {
-            match state.gate.authenticator().session_alive(&session).await {
-                Ok(true) => {}
-                Ok(false) => revocations.end(id, Close::SessionEnded),
-                Err(e) => debug!(error = %e, "session recheck failed; the connection stays"),
+        let recheck = async {
+            for (id, session) in revocations.sessions_in_slot(slot, slots) {
+                match state.gate.authenticator().session_alive(&session).await {
+                    Ok(true) => {}
+                    Ok(false) => revocations.end(id, Close::SessionEnded),
+                    Err(e) => debug!(error = %e, "session recheck failed; the connection stays"),
+                }
             }
+        };
+        // With a stalled store each lookup waits its deadline: shutdown must not.
+        tokio::select! {
+            () = recheck => {}
+            _ = shutdown.wait() => return,
         }
     }
 }

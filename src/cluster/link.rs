@@ -172,15 +172,17 @@ impl Link {
         })
     }
 
-    /// Starts the three tasks; each ends when `shutdown` says so. A second call does nothing.
+    /// Starts the three tasks; each is dropped, wherever it waits, when `shutdown` says so
+    /// (a Redis call in flight included, so a stalled Redis cannot hold shutdown up). A
+    /// second call does nothing.
     pub(crate) fn start(self: &Arc<Link>, rooms: WeakRooms, tasks: [(Shutdown, Running); 3]) {
         let Some((commands, outgoing)) = self.receivers.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
         let [subscriber, publisher, upkeep] = tasks;
-        tokio::spawn(subscribe_loop(Arc::clone(self), commands, rooms.clone(), subscriber));
-        tokio::spawn(publish_loop(Arc::clone(self), outgoing, rooms, publisher));
-        tokio::spawn(upkeep_loop(Arc::clone(self), upkeep));
+        until_shutdown(subscribe_loop(Arc::clone(self), commands, rooms.clone()), subscriber);
+        until_shutdown(publish_loop(Arc::clone(self), outgoing, rooms), publisher);
+        until_shutdown(upkeep_loop(Arc::clone(self)), upkeep);
     }
 
     /// Queues this node's revocation (made at `at`) to be stored and published; returns its
@@ -326,13 +328,19 @@ impl Bridge for Link {
     }
 }
 
+/// Runs `task` until it ends or shutdown is announced, holding `running` meanwhile.
+fn until_shutdown(task: impl Future<Output = ()> + Send + 'static, (mut shutdown, running): (Shutdown, Running)) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            _ = shutdown.wait() => {}
+        }
+        drop(running);
+    });
+}
+
 /// The publisher: see the module docs. A pipeline per turn, never an empty one.
-async fn publish_loop(
-    link: Arc<Link>,
-    mut outgoing: mpsc::Receiver<Outgoing>,
-    rooms: WeakRooms,
-    (mut shutdown, _running): (Shutdown, Running),
-) {
+async fn publish_loop(link: Arc<Link>, mut outgoing: mpsc::Receiver<Outgoing>, rooms: WeakRooms) {
     let metrics = &link.metrics;
     let mut links = link.links.subscribe();
     let mut connection = None;
@@ -347,7 +355,6 @@ async fn publish_loop(
         let waiting = link.outbox.len() > 0;
         if !std::mem::take(&mut draining) {
             tokio::select! {
-                _ = shutdown.wait() => return,
                 received = outgoing.recv_many(&mut batch, 256) => if received == 0 { return },
                 _ = link.outbox.arrived.notified() => {}
                 // A new link: what waits in the outbox goes first, now.
@@ -437,12 +444,7 @@ fn deliver_locally(rooms: &WeakRooms, batch: &mut Vec<Outgoing>, metrics: &Metri
 /// *now* (the registry is the truth, not the commands that queued while down), then serve
 /// commands, publications and pings until the link breaks; then tell every local room, wait
 /// and start over.
-async fn subscribe_loop(
-    link: Arc<Link>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    rooms: WeakRooms,
-    (mut shutdown, _running): (Shutdown, Running),
-) {
+async fn subscribe_loop(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<Command>, rooms: WeakRooms) {
     let metrics = &link.metrics;
     let mut backoff = Duration::from_millis(100);
     let mut up = false;
@@ -476,8 +478,7 @@ async fn subscribe_loop(
                 // unsubscribe of the same room.
                 loop {
                     tokio::select! {
-                        _ = shutdown.wait() => return,
-                        command = commands.recv() => {
+                                command = commands.recv() => {
                             let (result, room, linked) = match command {
                                 None => return,
                                 Some(Command::Subscribe(room)) => (within(link.timeout, sink.subscribe(keys::room_channel(&room))).await, room, true),
@@ -537,10 +538,7 @@ async fn subscribe_loop(
         // While down, the registry is the truth about which rooms to subscribe: queued
         // commands are stale.
         while commands.try_recv().is_ok() {}
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
+        tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -557,7 +555,7 @@ fn dispatch(rooms: &Rooms, message: &redis::Msg) {
 }
 
 /// The upkeep: see the module docs.
-async fn upkeep_loop(link: Arc<Link>, (mut shutdown, _running): (Shutdown, Running)) {
+async fn upkeep_loop(link: Arc<Link>) {
     let mut links = link.links.subscribe();
     let mut tick = tokio::time::interval(UPKEEP_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -566,7 +564,6 @@ async fn upkeep_loop(link: Arc<Link>, (mut shutdown, _running): (Shutdown, Runni
     let mut reload = true;
     loop {
         tokio::select! {
-            _ = shutdown.wait() => return,
             _ = links.changed() => reload = true,
             _ = tick.tick() => {}
         }
