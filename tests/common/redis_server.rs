@@ -69,8 +69,9 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is not on PATH; install it (Debian: apt-get install redis-server)");
         let server = RedisServer { child, port };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        // Ready when it answers PING: one restarted with its data answers LOADING meanwhile.
+        for _ in 0..500 {
+            if pong(port) {
                 return server;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -176,4 +177,15 @@ fn signal(pid: u32, signal: &str) {
         .status()
         .expect("kill(1) runs");
     assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Whether the Redis on `port` answers a plain-text PING with PONG.
+fn pong(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut answer = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
 }
