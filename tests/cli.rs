@@ -711,3 +711,27 @@ async fn tls_flags_need_the_feature_and_usable_files() {
     assert!(stderr.contains("--tls-key"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_terminal_client_exits_when_the_server_ends_the_connection_with_stdin_still_open() {
+    let server = common::TestServer::start(common::config()).await;
+    let url = format!("ws://{}/ws/chat/lobby", server.addr);
+    let token = common::token("alice");
+    let mut command = wsgate(None);
+    command
+        .args(["connect", &url, "--token", &token])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let _typing = child.stdin.take().unwrap(); // held open, as a terminal would
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(line) = within(lines.next_line()).await.unwrap() {
+        if line.contains(r#""type":"welcome""#) {
+            break;
+        }
+    }
+    server.handle.revoke_user("alice");
+    let status = within(child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(3));
+}

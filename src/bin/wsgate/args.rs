@@ -85,7 +85,7 @@ pub(crate) enum Carrier {
 }
 
 pub(crate) const SERVE_NOTES: &str = "\
-DURATION: a number with s, m, h or d (30s, 10m, 1h, 2d), at most 365d; a bare number is seconds.
+DURATION: a number with ms, s, m, h or d (500ms, 30s, 10m, 1h, 2d), at most 365d; a bare number is seconds.
 
 Every option can also be set by an environment variable named after it: --max-connections by
 WSGATE_MAX_CONNECTIONS, --addr by WSGATE_ADDR. The option on the command line wins.
@@ -100,7 +100,7 @@ warns once about the self-signed certificate), rooms at wss://127.0.0.1:8080/ws/
 kill -HUP reloads both files; a pair that does not load is logged and the old one kept.";
 
 pub(crate) const TOKEN_NOTES: &str = "\
-DURATION: a number with s, m, h or d (30s, 10m, 1h, 2d), at most 365d; a bare number is seconds.
+DURATION: a number with ms, s, m, h or d (500ms, 30s, 10m, 1h, 2d), at most 365d; a bare number is seconds.
 
 --secret-file, --kid, --issuer and --audience also read WSGATE_SECRET_FILE, WSGATE_KID,
 WSGATE_ISSUER and WSGATE_AUDIENCE, as `wsgate serve` does: in the same environment, the token
@@ -294,20 +294,22 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WSGATE_REDIS_CA", value_name = "PATH")]
     pub redis_ca: Option<PathBuf>,
 
-    /// Deadline of every Redis call: a Redis that stops answering costs a session-cookie
-    /// handshake at most this (then 503), and is noticed by the link within it
+    /// Deadline of every Redis call, 1ms to 60s: a Redis that stops answering costs a
+    /// session-cookie handshake at most this (then 503), and the link notices it within a
+    /// second plus this
     #[arg(long, env = "WSGATE_REDIS_TIMEOUT", value_name = "DURATION",
           default_value_t = Span(Config::default().redis_timeout))]
     pub redis_timeout: Span,
 
-    /// Revocations that may wait on this node for Redis to come back; past it the admin API
-    /// answers 503 (the revocation still applies on this node)
+    /// With --redis: revocations that may wait on this node for Redis to come back; past it
+    /// the admin API answers 503 (the revocation still applies on this node)
     #[arg(long, env = "WSGATE_CONTROL_OUTBOX", value_name = "N",
           default_value_t = Config::default().control_outbox)]
     pub control_outbox: usize,
 
-    /// Session-cookie handshakes that may wait on the session store at once; more get 503 at
-    /// once, so a slow store never holds the places token handshakes need
+    /// Session-cookie handshakes that may wait on the session store (in Redis, or your own)
+    /// at once; more get 503 at once, so a slow store never holds the places token handshakes
+    /// need
     #[arg(long, env = "WSGATE_MAX_DECIDING", value_name = "N",
           default_value_t = Config::default().max_deciding)]
     pub max_deciding: usize,

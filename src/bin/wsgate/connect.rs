@@ -35,7 +35,12 @@ pub(crate) const EXIT_TRY_LATER: u8 = 5;
 
 pub(crate) fn connect(args: ConnectArgs) -> Result<ExitCode, Usage> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(run(args))
+    let result = runtime.block_on(run(args));
+    // tokio reads stdin on a blocking thread that a runtime's drop waits for: when the server
+    // ends the connection while the terminal is still open, that wait would last until the
+    // user types a line or Ctrl-D. Nothing else is left running here.
+    runtime.shutdown_background();
+    result
 }
 
 async fn run(args: ConnectArgs) -> Result<ExitCode, Usage> {
