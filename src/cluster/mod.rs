@@ -9,7 +9,8 @@
 //!
 //! The Redis side, one file each: `keys` (every key and channel name), `control` (signed
 //! control messages), `outbox` (revocations waiting for Redis), `history` (seq and history),
-//! `link` (the three tasks that talk to Redis), `sessions` ([`RedisSessionStore`]).
+//! `link` (the link and what its tasks share), its three tasks `subscriber`, `publisher` and
+//! `upkeep`, and `sessions` ([`RedisSessionStore`]).
 
 use std::sync::Arc;
 
@@ -24,7 +25,13 @@ mod link;
 #[cfg(feature = "redis")]
 mod outbox;
 #[cfg(feature = "redis")]
+mod publisher;
+#[cfg(feature = "redis")]
 mod sessions;
+#[cfg(feature = "redis")]
+mod subscriber;
+#[cfg(feature = "redis")]
+mod upkeep;
 
 #[cfg(feature = "redis")]
 pub use sessions::RedisSessionStore;
