@@ -61,10 +61,67 @@ pub(crate) fn refreshed(exp: i64) -> Message {
     })
 }
 
-/// `{"type":"message",…,"seq":N}`, to every member of the room, the sender included.
-///
-/// `seq` is last, and absent until it is known: with Redis, the node sends the JSON without
-/// it and Redis writes `,"seq":N` before the closing brace (see `cluster::history`).
+/// A message's `seq` (PROTOCOL.md §10): its place in the room's history, from 1. A frame
+/// delivered without one (a `lagged`, or a message that reached this node's members only
+/// while Redis was away) has `None`.
+pub(crate) type Seq = std::num::NonZeroU64;
+
+/// Something that happens in a room and goes to its members with a `seq`: the room events
+/// of PROTOCOL.md §5. Built once, where it happens; the room's sequencer gives it its `seq`
+/// (see `room::sequencer`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event<'a> {
+    /// `{"type":"message",…}`, to every member, the sender included.
+    Chat {
+        room: &'a str,
+        username: &'a str,
+        message: &'a str,
+    },
+    /// `{"type":"join",…}`, to the other members.
+    Join { room: &'a str, username: &'a str },
+    /// `{"type":"leave",…}`, to the other members.
+    Leave { room: &'a str, username: &'a str },
+    /// `{"type":"notice",…}`: text from the server (or its operator).
+    Notice { room: &'a str, message: &'a str },
+}
+
+impl Event<'_> {
+    /// The event as JSON, with `seq` last, or without it until it is known: with Redis, the
+    /// node sends the JSON without it and Redis writes `,"seq":N` before the closing brace
+    /// (see `cluster::history`).
+    pub(crate) fn json(&self, seq: Option<Seq>) -> String {
+        match *self {
+            Event::Chat {
+                room,
+                username,
+                message,
+            } => json(&Chat {
+                r#type: "message",
+                room,
+                username,
+                message,
+                seq,
+            }),
+            Event::Join { room, username } | Event::Leave { room, username } => json(&Presence {
+                r#type: if matches!(self, Event::Join { .. }) {
+                    "join"
+                } else {
+                    "leave"
+                },
+                room,
+                username,
+                seq,
+            }),
+            Event::Notice { room, message } => json(&Notice {
+                r#type: "notice",
+                room,
+                message,
+                seq,
+            }),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Chat<'a> {
     r#type: &'static str,
@@ -72,17 +129,25 @@ struct Chat<'a> {
     username: &'a str,
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
+    seq: Option<Seq>,
 }
 
-/// `{"type":"join"|"leave",…,"seq":N}`, to the other members.
 #[derive(Serialize)]
 struct Presence<'a> {
     r#type: &'static str,
     room: &'a str,
     username: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
+    seq: Option<Seq>,
+}
+
+#[derive(Serialize)]
+struct Notice<'a> {
+    r#type: &'static str,
+    room: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<Seq>,
 }
 
 /// `{"type":"lagged","missed":N}`: N messages this member will not get. `None` (`null`):
@@ -98,47 +163,6 @@ pub(crate) struct Lagged {
 struct ErrorReply<'a> {
     r#type: &'static str,
     error: &'a str,
-}
-
-/// A chat message for the whole room, as JSON.
-pub(crate) fn chat(room: &str, username: &str, message: &str, seq: Option<u64>) -> String {
-    json(&Chat {
-        r#type: "message",
-        room,
-        username,
-        message,
-        seq,
-    })
-}
-
-/// `join` (`joined = true`) or `leave`, as JSON.
-pub(crate) fn presence(joined: bool, room: &str, username: &str, seq: Option<u64>) -> String {
-    json(&Presence {
-        r#type: if joined { "join" } else { "leave" },
-        room,
-        username,
-        seq,
-    })
-}
-
-/// `{"type":"notice","room":R,"message":M,"seq":N}`: text from the server (or its operator).
-#[derive(Serialize)]
-struct Notice<'a> {
-    r#type: &'static str,
-    room: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
-}
-
-/// A server notice for the whole room, as JSON.
-pub(crate) fn notice(room: &str, message: &str, seq: Option<u64>) -> String {
-    json(&Notice {
-        r#type: "notice",
-        room,
-        message,
-        seq,
-    })
 }
 
 /// A `lagged` notice.

@@ -6,7 +6,7 @@
 //! fan-out already shares, however many members read it and however long history keeps it.
 //!
 //! On a single node `seq` equals the index. With Redis, `seq` is the one Redis assigned
-//! (PROTOCOL.md §8), and a message delivered only locally while Redis was away has none (0).
+//! (PROTOCOL.md §8), and a message delivered only locally while Redis was away has none.
 //!
 //! The ring knows nothing of budgets or clocks beyond the timestamps it is given: the room
 //! decides when to give up old messages ([`Ring::pop_front`]).
@@ -17,11 +17,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::messages::Seq;
+
 /// One message in the ring.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    /// The `seq` the message carries, or 0 for none.
-    pub seq: u64,
+    /// The `seq` the message carries, if any.
+    pub seq: Option<Seq>,
     /// When it was pushed, for the history TTL.
     pub at: Instant,
     /// The frame's text, shared by every reader (a clone is a reference-count bump).
@@ -51,7 +53,7 @@ impl Default for Ring {
 
 impl Ring {
     /// Appends a message; returns its payload size.
-    pub fn push(&mut self, seq: u64, at: Instant, text: Utf8Bytes) -> usize {
+    pub fn push(&mut self, seq: Option<Seq>, at: Instant, text: Utf8Bytes) -> usize {
         let size = text.len();
         self.entries.push_back(Entry { seq, at, text });
         self.next += 1;
@@ -138,12 +140,12 @@ impl Ring {
                 break;
             }
             cursor.index += 1;
-            if cursor.skip_through != 0 {
-                if entry.seq != 0 && entry.seq <= cursor.skip_through {
+            if let Some(through) = cursor.skip_through {
+                if entry.seq.is_some_and(|seq| seq <= through) {
                     continue;
                 }
                 // The overlap ends at the first newer frame (or one without a seq).
-                cursor.skip_through = 0;
+                cursor.skip_through = None;
             }
             // A frame without a seq (delivered only here while Redis was away, or a notice
             // that the link or the epoch changed) leaves no seq to repair from.
@@ -161,12 +163,11 @@ impl Ring {
 pub(crate) struct Cursor {
     /// The index of the next message to read.
     pub index: u64,
-    /// Messages up to this `seq` were already delivered another way (from Redis history);
-    /// 0 for none.
-    pub skip_through: u64,
-    /// The last `seq` read, where a repair from history starts; 0 before any, and after a
-    /// frame without one.
-    pub last_seq: u64,
+    /// Messages up to this `seq` were already delivered another way (from Redis history).
+    pub skip_through: Option<Seq>,
+    /// The last `seq` read, where a repair from history starts; `None` before any, and after
+    /// a frame without one.
+    pub last_seq: Option<Seq>,
 }
 
 impl Cursor {
@@ -221,7 +222,7 @@ mod tests {
                 match op {
                     Op::Push => {
                         let index = ring.next_index();
-                        ring.push(index, now, index.to_string().into());
+                        ring.push(Seq::new(index), now, index.to_string().into());
                         pushed.push((index, now));
                     }
                     Op::Pop(n) => for _ in 0..n {
@@ -258,10 +259,10 @@ mod tests {
         let now = Instant::now();
         let mut ring = Ring::default();
         for seq in [7, 8, 0, 9, 10] {
-            ring.push(seq, now, seq.to_string().into());
+            ring.push(Seq::new(seq), now, seq.to_string().into());
         }
         let mut cursor = Cursor {
-            skip_through: 8,
+            skip_through: Seq::new(8),
             ..Cursor::at(1)
         };
         let mut out = Vec::new();
@@ -269,7 +270,10 @@ mod tests {
         let texts: Vec<&str> = out.iter().map(|m| m.to_text().unwrap()).collect();
         // 7 and 8 were delivered from history already; a message without seq ends the overlap.
         assert_eq!(texts, ["0", "9", "10"]);
-        assert_eq!((cursor.index, cursor.skip_through, cursor.last_seq), (6, 0, 10));
+        assert_eq!(
+            (cursor.index, cursor.skip_through, cursor.last_seq),
+            (6, None, Seq::new(10))
+        );
     }
 
     #[test]
@@ -277,7 +281,7 @@ mod tests {
         let now = Instant::now();
         let mut ring = Ring::default();
         for seq in 1..=5 {
-            ring.push(seq, now, seq.to_string().into());
+            ring.push(Seq::new(seq), now, seq.to_string().into());
         }
         ring.pop_front();
         ring.pop_front();

@@ -5,7 +5,7 @@
 //! Built by [`State::new`] in a fixed order, because each part is given what it uses rather
 //! than making it: one revocation list, given to the gate (which refuses revoked credentials)
 //! and to the cluster (which revokes, here and on other nodes); the rooms, given the
-//! cluster's bridge when there are other nodes.
+//! cluster's sequencer (this node, or Redis when there are other nodes).
 
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ impl<A: Authenticator> State<A> {
         let metrics = Arc::new(Metrics::default());
         let revocations = Revocations::new(config.validation.leeway, config.revocation_ttl.as_secs());
         let cluster = Cluster::new(&config, &metrics, revocations.clone())?;
-        let rooms = Rooms::with_bridge(config.room_settings(), cluster.bridge());
+        let rooms = Rooms::with_sequencer(config.room_settings(), cluster.sequencer());
         Ok(State {
             gate: Gate::new(&config, authenticator, revocations),
             connections: Arc::new(Semaphore::new(config.max_connections)),

@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::keys;
+use crate::messages::Seq;
 use crate::room::{Since, Synced};
 
 /// See the module docs. `ARGV`: json to publish (`''`: none), history, TTL in ms, channel,
@@ -191,7 +192,7 @@ pub(crate) async fn load(conn: &mut redis::aio::MultiplexedConnection) -> redis:
 }
 
 /// A publication on a room channel: `(epoch, seq, json)`.
-pub(crate) fn parse(payload: &[u8]) -> Option<(&str, u64, &str)> {
+pub(crate) fn parse(payload: &[u8]) -> Option<(&str, Seq, &str)> {
     let payload = std::str::from_utf8(payload).ok()?;
     let mut parts = payload.splitn(3, '\n');
     let epoch = parts.next()?;

@@ -1,5 +1,5 @@
 //! The link between this node and Redis (PROTOCOL.md §8, §12): what its three tasks share,
-//! the room registry's bridge, and the control messages it carries out. The tasks, each
+//! the rooms' sequencer, and the control messages it carries out. The tasks, each
 //! owning one connection and one job, each in a file of its own, all started and stopped
 //! with the server:
 //!
@@ -40,9 +40,10 @@ use super::control::{Control, Refused, Signer};
 use super::history::{self, Keep};
 use super::outbox::{Full, Outbox};
 use super::{connect, keys, publisher, subscriber, upkeep, within};
+use crate::messages::Event;
 use crate::metrics::Metrics;
 use crate::revocation::{Revocations, Revoke};
-use crate::room::{self, BoxFuture, Bridge, Rooms, Since, Synced, WeakRooms};
+use crate::room::{self, BoxFuture, Here, Rooms, Sequencer, Since, Synced, WeakRooms};
 use crate::shutdown::{Running, Shutdown};
 use crate::throttle::Throttle;
 
@@ -74,7 +75,7 @@ pub(super) enum Outgoing {
 /// The receiving ends, until `start` hands them to the tasks.
 type Receivers = (mpsc::UnboundedReceiver<Command>, mpsc::Receiver<Outgoing>);
 
-/// See the module docs. Made by [`Link::new`], given to the room registry as its bridge,
+/// See the module docs. Made by [`Link::new`], given to the room registry as its sequencer,
 /// then [`Link::start`]ed.
 pub(crate) struct Link {
     pub(super) node_id: String,
@@ -227,7 +228,11 @@ impl Link {
         {
             // Every node gets this, so none may put it into the room's history (it would be
             // there once per node): each delivers it to its own members, without a seq.
-            let json = crate::messages::notice(&notice.room, &notice.message, None);
+            let json = Event::Notice {
+                room: &notice.room,
+                message: &notice.message,
+            }
+            .json(None);
             rooms.deliver_local(&notice.room, json.into());
         }
         let Some(revoke) = &control.revoke else { return };
@@ -261,17 +266,24 @@ impl Link {
     }
 }
 
-impl Bridge for Link {
+/// Redis numbers every room's events, for every node (see `room::sequencer`).
+impl Sequencer for Link {
+    /// Sends `event` through the history script (see `publisher`); every node, this one
+    /// included, delivers it from the subscription.
+    fn send(&self, room: &str, event: Event<'_>, _here: Option<Here<'_>>) {
+        self.queue(Outgoing::Room(room.to_owned(), event.json(None)));
+    }
+
+    fn local(&self) -> bool {
+        false
+    }
+
     fn opened(&self, room: &str) {
         let _ = self.commands.send(Command::Subscribe(room.to_owned()));
     }
 
     fn closed(&self, room: &str) {
         let _ = self.commands.send(Command::Unsubscribe(room.to_owned()));
-    }
-
-    fn publish(&self, room: &str, json: String) {
-        self.queue(Outgoing::Room(room.to_owned(), json));
     }
 
     fn up(&self) -> bool {
@@ -281,7 +293,7 @@ impl Bridge for Link {
     fn sync<'a>(
         &'a self,
         room: &'a str,
-        presence: Option<String>,
+        join: Option<String>,
         since: Option<&'a Since>,
     ) -> BoxFuture<'a, Option<Synced>> {
         Box::pin(async move {
@@ -293,7 +305,7 @@ impl Bridge for Link {
             // running it again would publish the join twice.
             for attempt in 0..2 {
                 let (mut conn, script) = self.reader().await?;
-                let sync = self.keep.sync(&mut conn, &script, room, presence.as_deref(), since);
+                let sync = self.keep.sync(&mut conn, &script, room, join.as_deref(), since);
                 match within(self.timeout, sync).await {
                     Ok(synced) => return Some(synced),
                     Err(e) => {

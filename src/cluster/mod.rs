@@ -39,7 +39,7 @@ pub use sessions::RedisSessionStore;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::revocation::{Revocations, Revoke};
-use crate::room::{Bridge, Rooms};
+use crate::room::{Local, Rooms, Sequencer};
 use crate::shutdown::Coordinator;
 
 /// How far a revocation reached beyond this node.
@@ -127,13 +127,14 @@ impl Cluster {
         })
     }
 
-    /// What the room registry passes its messages through, if there are other nodes.
-    pub(crate) fn bridge(&self) -> Option<Arc<dyn Bridge>> {
+    /// Who numbers the rooms' events: Redis, through the link, when there are other nodes;
+    /// else this node.
+    pub(crate) fn sequencer(&self) -> Arc<dyn Sequencer> {
         #[cfg(feature = "redis")]
         if let Some(link) = &self.link {
-            return Some(link.clone());
+            return link.clone();
         }
-        None
+        Arc::new(Local)
     }
 
     /// Starts the link's tasks under `coordinator`, so they end when the server does.

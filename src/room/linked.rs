@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{Inner, Rooms};
+use crate::messages::Seq;
 
 impl Rooms {
     /// A handle that does not keep the rooms alive (for background tasks).
@@ -31,18 +32,18 @@ impl Rooms {
     pub(crate) fn deliver_local(&self, room: &str, message: Utf8Bytes) {
         if let Some(entry) = self.lock().rooms.get(room).cloned() {
             let mut state = entry.lock();
-            self.push_as(&entry, &mut state, 0, message);
+            self.deliver(&entry, &mut state, None, message);
         }
     }
 
     /// Delivers a message Redis gave `seq` in history `epoch` to the local members of `room`.
-    pub(crate) fn deliver_sequenced(&self, room: &str, epoch: &str, seq: u64, message: Utf8Bytes) {
+    pub(crate) fn deliver_sequenced(&self, room: &str, epoch: &str, seq: Seq, message: Utf8Bytes) {
         if let Some(entry) = self.lock().rooms.get(room).cloned() {
             let mut state = entry.lock();
-            if state.learn(epoch, seq) {
+            if state.learn(epoch, seq.get()) {
                 self.epoch_changed(&entry, &mut state);
             }
-            self.push_as(&entry, &mut state, seq, message);
+            self.deliver(&entry, &mut state, Some(seq), message);
         }
     }
 

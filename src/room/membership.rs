@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Position, Room, Rooms, Since};
-use crate::messages;
+use crate::messages::{Event, Seq};
 use crate::ring::Cursor;
 
 /// How long a joining member waits for this node's subscription to a room (with Redis) before
@@ -56,9 +56,9 @@ impl Rooms {
     /// included. Returns what the welcome says. With Redis, use the server: resuming needs a
     /// round trip.
     pub fn join_at(&self, room: &str, username: &str, since: Option<&Since>) -> (Membership, Position) {
-        let (membership, position, presence) = self.attach(room, username, since);
-        if let (Some(bridge), Some(json)) = (&self.inner.bridge, presence) {
-            bridge.publish(room, json);
+        let (membership, position, join) = self.attach(room, username, since);
+        if let Some(join) = join {
+            self.send(room, None, join);
         }
         (membership, position)
     }
@@ -67,27 +67,22 @@ impl Rooms {
     /// read in one round trip, once this node is subscribed to the room, so a resumed member
     /// gets every message after `since` exactly once.
     pub(crate) async fn enter(&self, room: &str, username: &str, since: Option<&Since>) -> Entered {
-        let (mut membership, mut position, presence) = self.attach(room, username, since);
-        let Some(bridge) = self.inner.bridge.clone() else {
-            return Entered {
-                membership,
-                position,
-                missed: Vec::new(),
-            };
-        };
-        // While Redis is away there is nothing to wait for.
-        let synced = match bridge.up() && membership.linked().await {
-            true => bridge.sync(room, presence.clone(), since).await,
+        let (mut membership, mut position, join) = self.attach(room, username, since);
+        let sequencer = &self.inner.sequencer;
+        // Numbered here, the member is placed and its join sent already. Else the sequencer
+        // is asked, unless it is away: then there is nothing to wait for.
+        let synced = match !sequencer.local() && sequencer.up() && membership.linked().await {
+            true => sequencer.sync(room, join.map(|join| join.json(None)), since).await,
             false => None,
         };
         let Some(synced) = synced else {
             // Redis is away: the join goes to this node's members only, and nothing resumes.
             // (If Redis was there but did not answer in time, the join may have gone out
             // already: presence is a courtesy, so it is not sent a second time.)
-            if let Some(json) = presence
-                && !bridge.up()
+            if let Some(join) = join
+                && !sequencer.up()
             {
-                membership.announce_here(json);
+                membership.announce_here(join);
             }
             return Entered {
                 membership,
@@ -102,8 +97,8 @@ impl Rooms {
             }
         }
         // What arrives live up to the position read is already in `missed` or older.
-        membership.cursor.skip_through = synced.seq;
-        membership.cursor.last_seq = synced.seq;
+        membership.cursor.skip_through = Seq::new(synced.seq);
+        membership.cursor.last_seq = Seq::new(synced.seq);
         position = Position {
             epoch: synced.epoch,
             seq: synced.seq,
@@ -116,17 +111,20 @@ impl Rooms {
         }
     }
 
-    /// The join itself: the member is counted and placed, and its `join` pushed (on one node)
-    /// or returned for the bridge.
-    fn attach(&self, room: &str, username: &str, since: Option<&Since>) -> (Membership, Position, Option<String>) {
+    /// The join itself: the member is counted and placed, and its `join` numbered here, or
+    /// returned to go out with the position read (see `sequencer`).
+    fn attach<'a>(
+        &self,
+        room: &'a str,
+        username: &'a str,
+        since: Option<&Since>,
+    ) -> (Membership, Position, Option<Event<'a>>) {
         let mut registry = self.lock();
         let entry = registry
             .rooms
             .entry(room.to_owned())
             .or_insert_with(|| {
-                if let Some(bridge) = &self.inner.bridge {
-                    bridge.opened(room);
-                }
+                self.inner.sequencer.opened(room);
                 Arc::new(Room::new())
             })
             .clone();
@@ -134,20 +132,16 @@ impl Rooms {
         state.members += 1;
         // Back in use: no longer waiting to be freed.
         registry.revive(room, &mut state);
-        let mut presence = None;
-        if self.announce(&mut state) {
-            match &self.inner.bridge {
-                Some(_) => presence = Some(messages::presence(true, room, username, None)),
-                None => self.push(&entry, &mut state, |seq| messages::presence(true, room, username, seq)),
-            }
+        let local = self.inner.sequencer.local();
+        let mut join = self.announce(&mut state).then_some(Event::Join { room, username });
+        if local && let Some(join) = join.take() {
+            self.send(room, Some((&entry, &mut state)), join);
         }
-        let settings = &self.inner.settings;
         let resumed = match since {
-            // With Redis, history is there, not in this ring.
-            Some(since) if self.inner.bridge.is_none() && *since.epoch == *state.epoch => {
-                state
-                    .ring
-                    .resume(since.seq, settings.history, settings.history_ttl, Instant::now())
+            // Numbered elsewhere, history is there, not in this ring.
+            Some(since) if local && *since.epoch == *state.epoch => {
+                let ttl = self.inner.settings.history_ttl;
+                state.ring.resume(since.seq, self.inner.history, ttl, Instant::now())
             }
             _ => None,
         };
@@ -169,7 +163,7 @@ impl Rooms {
             name: room.to_owned(),
             username: username.to_owned(),
         };
-        (membership, position, presence)
+        (membership, position, join)
     }
 }
 
@@ -182,14 +176,14 @@ impl Membership {
     /// Sends a chat message from this member to every member, this one included. It is
     /// serialized once, with its `seq`.
     pub fn say(&self, text: &str) {
-        let (room, user) = (self.name.as_str(), self.username.as_str());
-        if let Some(bridge) = &self.rooms.inner.bridge {
-            bridge.publish(room, messages::chat(room, user, text, None));
-            return;
-        }
+        let (room, username) = (self.name.as_str(), self.username.as_str());
         let mut state = self.room.lock();
-        self.rooms
-            .push(&self.room, &mut state, |seq| messages::chat(room, user, text, seq));
+        let event = Event::Chat {
+            room,
+            username,
+            message: text,
+        };
+        self.rooms.send(room, Some((&self.room, &mut state)), event);
     }
 
     /// Waits until there is something to read, then moves messages into `out`: at least one,
@@ -228,27 +222,23 @@ impl Membership {
     /// no longer holds them all (or Redis cannot be asked): the member lagged. Without
     /// Redis the ring is the history, and there is nothing more to fetch.
     pub(crate) async fn repair(&mut self) -> Option<Vec<Message>> {
-        let bridge = self.rooms.inner.bridge.clone()?;
-        if self.cursor.last_seq == 0 {
-            return None;
-        }
         let since = Since {
             epoch: self.room.lock().epoch.to_string(),
-            seq: self.cursor.last_seq,
+            seq: self.cursor.last_seq?.get(),
         };
-        let synced = bridge.sync(&self.name, None, Some(&since)).await?;
+        let synced = self.rooms.inner.sequencer.sync(&self.name, None, Some(&since)).await?;
         let missed = synced.missed?;
-        self.cursor.skip_through = synced.seq;
-        self.cursor.last_seq = synced.seq;
+        self.cursor.skip_through = Seq::new(synced.seq);
+        self.cursor.last_seq = Seq::new(synced.seq);
         Some(missed)
     }
 
     /// Delivers this member's `join` to the other members on this node only (Redis is away),
     /// stepping over it unless something arrived first.
-    fn announce_here(&mut self, json: String) {
+    fn announce_here(&mut self, join: Event<'_>) {
         let mut state = self.room.lock();
         let index = state.ring.next_index();
-        self.rooms.push_as(&self.room, &mut state, 0, json.into());
+        self.rooms.deliver(&self.room, &mut state, None, join.json(None).into());
         if self.cursor.index == index {
             self.cursor.index += 1;
         }
@@ -276,23 +266,19 @@ impl Drop for Membership {
         let mut registry = rooms.lock();
         let mut state = self.room.lock();
         state.members -= 1;
-        let (room, user) = (self.name.as_str(), self.username.as_str());
+        let (room, username) = (self.name.as_str(), self.username.as_str());
         if rooms.announce(&mut state) {
-            match &rooms.inner.bridge {
-                // Members on other nodes hear of the leave even when this node's room closes.
-                Some(bridge) => bridge.publish(room, messages::presence(false, room, user, None)),
-                // Into history too, when the room is kept for it.
-                None => rooms.push(&self.room, &mut state, |seq| messages::presence(false, room, user, seq)),
-            }
+            // Into history too, when the room is kept for it; with Redis, members on other
+            // nodes hear of it even when this node's room closes.
+            rooms.send(room, Some((&self.room, &mut state)), Event::Leave { room, username });
         }
         if state.members > 0 || state.kept {
             return;
         }
-        let settings = &rooms.inner.settings;
-        while state.ring.len() > settings.history {
+        while state.ring.len() > rooms.inner.history {
             rooms.pop_front(&mut state);
         }
-        if rooms.inner.bridge.is_some() || state.ring.len() == 0 {
+        if state.ring.len() == 0 {
             rooms.free(&mut registry, room, &mut state);
             return;
         }

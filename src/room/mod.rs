@@ -21,8 +21,9 @@
 //! kept only for history hold at most half the budget and number at most [`MAX_KEPT_ROOMS`];
 //! past either, the oldest are freed, so rooms nobody is in never crowd the rooms in use.
 //!
-//! With Redis (PROTOCOL.md §8) the ring is only the local buffer: Redis assigns `seq` and
-//! keeps history, and a room is freed when its last local member leaves.
+//! **Who numbers the messages** is the room's sequencer (`sequencer.rs`): this node, or with
+//! Redis (PROTOCOL.md §8) Redis, which then also keeps history; the ring is then only the
+//! local buffer, and a room is freed when its last local member leaves.
 //!
 //! ```
 //! use wsgate::room::{RoomSettings, Rooms};
@@ -40,12 +41,12 @@
 //! assert_eq!(rooms.active(), 0);
 //! ```
 
-mod bridge;
 mod kept;
 #[cfg(feature = "redis")]
 mod linked;
 mod membership;
 mod position;
+mod sequencer;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -57,13 +58,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::bucket::TokenBucket;
-use crate::messages;
+use crate::messages::{self, Event, Seq};
 use crate::rejection::Rejection;
 use crate::ring::Ring;
 
-pub(crate) use bridge::Bridge;
-#[cfg(feature = "redis")]
-pub(crate) use bridge::{BoxFuture, Synced};
 pub use kept::MAX_KEPT_ROOMS;
 #[cfg_attr(not(feature = "redis"), allow(unused_imports))]
 #[cfg(feature = "redis")]
@@ -71,6 +69,9 @@ pub(crate) use linked::WeakRooms;
 pub use membership::Membership;
 use position::new_epoch;
 pub use position::{Position, Since};
+#[cfg(feature = "redis")]
+pub(crate) use sequencer::{BoxFuture, Synced};
+pub(crate) use sequencer::{Here, Local, Sequencer};
 
 /// Presence notices (`join`/`leave`) a room sends per second on average, and in a burst.
 /// Churn beyond that is not announced: presence is a courtesy, chat messages are not.
@@ -145,8 +146,11 @@ struct Inner {
     settings: RoomSettings,
     /// Bytes held by every ring together.
     queued: AtomicUsize,
-    /// Where room traffic goes when rooms span several nodes.
-    bridge: Option<Arc<dyn Bridge>>,
+    /// Who numbers the rooms' events.
+    sequencer: Arc<dyn Sequencer>,
+    /// Messages a ring keeps for resuming clients: `settings.history` when the rings are
+    /// the rooms' history, else none.
+    history: usize,
     /// Bumped whenever a room's link to the other nodes comes up (see [`Rooms::set_linked`]).
     links: watch::Sender<u64>,
 }
@@ -188,10 +192,11 @@ struct RoomState {
 impl Rooms {
     /// An empty registry.
     pub fn new(settings: RoomSettings) -> Rooms {
-        Rooms::with_bridge(settings, None)
+        Rooms::with_sequencer(settings, Arc::new(Local))
     }
 
-    pub(crate) fn with_bridge(settings: RoomSettings, bridge: Option<Arc<dyn Bridge>>) -> Rooms {
+    pub(crate) fn with_sequencer(settings: RoomSettings, sequencer: Arc<dyn Sequencer>) -> Rooms {
+        let history = if sequencer.local() { settings.history } else { 0 };
         let inner = Inner {
             registry: Mutex::new(Registry::default()),
             settings: RoomSettings {
@@ -199,7 +204,8 @@ impl Rooms {
                 ..settings
             },
             queued: AtomicUsize::new(0),
-            bridge,
+            sequencer,
+            history,
             links: watch::Sender::new(0),
         };
         Rooms { inner: Arc::new(inner) }
@@ -225,17 +231,13 @@ impl Rooms {
     /// through Redis, to every node). A room nobody is in gets nothing and is not created
     /// (and a room kept for its history does not change).
     pub fn publish_notice(&self, room: &str, message: &str) {
-        if let Some(bridge) = &self.inner.bridge {
-            bridge.publish(room, messages::notice(room, message, None));
-            return;
-        }
-        let Some(entry) = self.lock().rooms.get(room).cloned() else {
-            return;
-        };
-        let mut state = entry.lock();
-        if state.members > 0 {
-            self.push(&entry, &mut state, |seq| messages::notice(room, message, seq));
-        }
+        let entry = self.lock().rooms.get(room).cloned();
+        let mut state = entry
+            .as_ref()
+            .map(|entry| entry.lock())
+            .filter(|state| state.members > 0);
+        let here = entry.as_deref().zip(state.as_deref_mut());
+        self.send(room, here, Event::Notice { room, message });
     }
 
     /// Whether a presence notice goes out now: small rooms only, and not faster than the
@@ -244,26 +246,28 @@ impl Rooms {
         state.members <= self.inner.settings.presence_limit && state.presence.take(Instant::now())
     }
 
-    /// Appends the message `build` makes with its `seq` (the next one) to the room's ring.
-    fn push(&self, room: &Room, state: &mut RoomState, build: impl FnOnce(Option<u64>) -> String) {
-        let seq = state.ring.next_index();
-        let message = build(Some(seq));
-        state.last_seq = seq;
-        self.push_as(room, state, seq, message.into());
+    /// Hands `event` to the room's sequencer (see the module docs). `here`: the room on this
+    /// node, locked, if it has members here.
+    fn send(&self, name: &str, here: Option<(&Room, &mut RoomState)>, event: Event<'_>) {
+        let here = here.map(|(room, state)| Here::new(self, room, state));
+        self.inner.sequencer.send(name, event, here);
     }
 
-    /// Appends `message` to the ring, gives up the oldest messages while the ring is over any
-    /// of its limits, and wakes the members.
-    fn push_as(&self, room: &Room, state: &mut RoomState, seq: u64, message: Utf8Bytes) {
+    /// Tells the members that the room's seqs start over, and may have missed frames: a
+    /// `lagged` without a seq, which also ends any overlap a member was skipping (its old
+    /// seqs would otherwise hide the new ones).
+    fn epoch_changed(&self, room: &Room, state: &mut RoomState) {
+        self.deliver(room, state, None, messages::lagged_json(None).into());
+    }
+
+    /// Delivers `message` to the room's members: appends it to the ring, gives up the oldest
+    /// messages while the ring is over any of its limits, and wakes the members.
+    fn deliver(&self, room: &Room, state: &mut RoomState, seq: Option<Seq>, message: Utf8Bytes) {
         let settings = &self.inner.settings;
         let now = Instant::now();
         let size = state.ring.push(seq, now, message);
         let mut queued = self.inner.queued.fetch_add(size, Relaxed) + size;
-        // With Redis, history is kept there: the ring is only the members' buffer.
-        let keep = match self.inner.bridge {
-            Some(_) => settings.buffer,
-            None => settings.buffer.max(settings.history),
-        };
+        let keep = settings.buffer.max(self.inner.history);
         // The newest message is always kept, so a member never misses what was just sent
         // unless it is already behind. Past the member buffer, history expires by age.
         while let Some(oldest) = state.ring.front()
@@ -295,9 +299,7 @@ impl Rooms {
         }
         self.inner.queued.fetch_sub(state.ring.clear(), Relaxed);
         registry.rooms.remove(name);
-        if let Some(bridge) = &self.inner.bridge {
-            bridge.closed(name);
-        }
+        self.inner.sequencer.closed(name);
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
