@@ -24,7 +24,7 @@ use crate::jwt::{check_subject, unix_now};
 
 /// What to revoke. Also the JSON of `POST /admin/revoke` and of the Redis control channel.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "RevokeBody")]
 pub enum Revoke {
     /// One token, by its `jti`, until its `exp` (plus leeway).
     Jti {
@@ -59,6 +59,16 @@ impl Revoke {
     /// A revocation from a JSON body, checked strictly: exactly one kind, nothing else.
     pub(crate) fn parse(body: &[u8]) -> Result<Revoke, String> {
         let body: RevokeBody = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+        Revoke::try_from(body)
+    }
+}
+
+/// The one check of a revocation, wherever it comes from (the admin API, a control message,
+/// a stored entry).
+impl TryFrom<RevokeBody> for Revoke {
+    type Error = String;
+
+    fn try_from(body: RevokeBody) -> Result<Revoke, String> {
         let short = |what: &str, value: &str| match value.is_empty() || value.len() > 256 {
             true => Err(format!("{what} must be 1-256 bytes")),
             false => Ok(()),

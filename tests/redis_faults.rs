@@ -370,7 +370,7 @@ async fn a_jti_that_never_expires_is_stored_and_jams_nothing() {
 }
 
 #[tokio::test]
-async fn thousands_of_waiting_revocations_are_stored_within_seconds_of_redis_answering() {
+async fn thousands_of_waiting_revocations_are_stored_within_seconds_of_redis_answering_and_a_new_node_loads_them_all() {
     let mut redis = RedisServer::start();
     let a = TestServer::start(node(&redis)).await;
     redis.await_control_subscribers(1).await;
@@ -386,6 +386,16 @@ async fn thousands_of_waiting_revocations_are_stored_within_seconds_of_redis_ans
     assert!(back.elapsed() < RELINK, "{:?}", back.elapsed());
     let stored: i64 = redis.query(&redis::cmd("DBSIZE")).await;
     assert!(stored >= 5000, "{stored}");
+
+    // A node that starts now loads them, over many round trips, among keys that are not
+    // revocations (so some scans find none).
+    let mut others = redis::cmd("MSET");
+    for i in 0..3000 {
+        others.arg(format!("other:{i}")).arg("x");
+    }
+    let () = redis.query(&others).await;
+    let b = TestServer::start(node(&redis)).await;
+    await_metric(&b, "wsgate_revocations", |n| n == 5000.0).await;
 }
 
 #[tokio::test]

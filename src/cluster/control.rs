@@ -204,14 +204,24 @@ mod tests {
     fn a_signed_body_of_unknown_shape_is_refused_as_unknown() {
         let k = key(b"an example secret of at least 32 bytes!!");
         let signer = Signer::new(std::slice::from_ref(&k)).unwrap();
-        let body = r#"{"revoke":{"user":"a"},"extra":1}"#;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&k.derive(LABEL)).unwrap();
-        mac.update(body.as_bytes());
-        let envelope = serde_json::json!({"body": body, "mac": URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())});
-        assert_eq!(
-            signer.open(envelope.to_string().as_bytes()).unwrap_err(),
-            Refused::Unknown
-        );
+        // The revocation is checked by the admin API's rule: exactly one kind, nothing else.
+        for body in [
+            r#"{"revoke":{"user":"a"},"extra":1}"#,
+            r#"{"revoke":{"user":"a","extra":1}}"#,
+            r#"{"revoke":{"user":"a","session":"s"}}"#,
+            r#"{"revoke":{"jti":"j"}}"#,
+            r#"{"revoke":{"session":""}}"#,
+        ] {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&k.derive(LABEL)).unwrap();
+            mac.update(body.as_bytes());
+            let envelope =
+                serde_json::json!({"body": body, "mac": URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())});
+            assert_eq!(
+                signer.open(envelope.to_string().as_bytes()).unwrap_err(),
+                Refused::Unknown,
+                "{body}"
+            );
+        }
     }
 
     #[test]
