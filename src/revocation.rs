@@ -58,7 +58,7 @@ struct RevokeBody {
 impl Revoke {
     /// A revocation from a JSON body, checked strictly: exactly one kind, nothing else.
     pub(crate) fn parse(body: &[u8]) -> Result<Revoke, String> {
-        let body: RevokeBody = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+        let body: RevokeBody = serde_json::from_slice(body).map_err(|e| json_error(&e, EXPECTED))?;
         Revoke::try_from(body)
     }
 }
@@ -106,18 +106,23 @@ impl TryFrom<RevokeBody> for Revoke {
                 short("session", &session)?;
                 Ok(Revoke::Session { session })
             }
-            _ => Err(r#"expected exactly one of {"jti":…,"exp":…}, {"user":…}, {"session":…}"#.to_owned()),
+            _ => Err(EXPECTED.to_owned()),
         }
     }
 }
 
-/// serde's message without the position details, as one line with no control characters
-/// (it may quote a field name from the body).
-pub(crate) fn json_error(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let text = text.split(" at line ").next().unwrap_or(&text);
-    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    format!("bad JSON body: {text}")
+/// What a revocation body looks like, for the error that says it was not one.
+const EXPECTED: &str = r#"expected exactly one of {"jti":…,"exp":…}, {"user":…}, {"session":…}"#;
+
+/// Why a JSON body was refused, saying what was `expected` and quoting nothing from the body
+/// (serde's own messages quote field names and values a client sent: PROTOCOL.md §4).
+pub(crate) fn json_error(e: &serde_json::Error, expected: &str) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Data => "unknown field, missing field or wrong type",
+        Category::Syntax | Category::Eof | Category::Io => "not valid JSON",
+    };
+    format!("bad JSON body: {what}; {expected}")
 }
 
 /// The revocation list and the open connections. Cloning gives another handle to the same.
@@ -192,10 +197,16 @@ impl Revocations {
 
     /// Until when (Unix seconds) the entry for `revoke`, made at `at`, lasts: the one rule
     /// for every copy of it (this list, the Redis key's TTL, a re-stored copy).
+    ///
+    /// A `jti` entry lasts until its token could no longer be used anyway, but never longer
+    /// than a user's would (`--revocation-ttl`): an `exp` of `i64::MAX` would otherwise hold a
+    /// place in the list, and in Redis, forever. A token that outlives that is an operator's
+    /// choice of lifetimes; revoke its user instead (PROTOCOL.md §9).
     pub(crate) fn until(&self, revoke: &Revoke, at: i64) -> i64 {
+        let longest = at.saturating_add(self.ttl);
         match revoke {
-            Revoke::Jti { exp, .. } => exp.saturating_add(self.leeway),
-            Revoke::User { .. } | Revoke::Session { .. } => at.saturating_add(self.ttl),
+            Revoke::Jti { exp, .. } => exp.saturating_add(self.leeway).min(longest),
+            Revoke::User { .. } | Revoke::Session { .. } => longest,
         }
     }
 

@@ -68,6 +68,20 @@ async fn the_route_the_key_and_the_body_are_checked_in_that_order() {
         let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert_eq!(body.trim().lines().count(), 1, "{body}");
     }
+    // Nothing the client sent comes back but the room (PROTOCOL.md §4): not a field name,
+    // not a value.
+    for (path, bad) in [
+        ("/admin/revoke", r#"{"user":"alice","<script>x</script>":1}"#),
+        ("/admin/revoke", r#"{"user":["<script>x</script>"]}"#),
+        ("/admin/revoke", r#"{"user":"<script>x</script>\u202e"}"#),
+        ("/admin/publish", r#"{"room":"lobby","<script>x</script>":"m"}"#),
+        ("/admin/publish", r#"{"room":"lobby","message":"<script>x</script>","x":1}"#),
+        ("/admin/revoke", r#"{"user": <script>x</script>"#),
+    ] {
+        let response = admin_request(admin, "POST", path, Some(KEY), bad).await;
+        assert_eq!(status(&response), "400", "{bad}: {response}");
+        assert!(!response.contains("script"), "{bad}: {response}");
+    }
     let huge = format!(r#"{{"room":"lobby","message":"{}"}}"#, "x".repeat(70_000));
     assert_eq!(
         status(&admin_request(admin, "POST", "/admin/publish", Some(KEY), &huge).await),

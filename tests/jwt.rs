@@ -304,6 +304,31 @@ fn hostile_tokens_are_refused_for_the_right_reason() {
             InvalidClaim("sub must not contain control characters"),
         ),
         (
+            "sub with a line separator",
+            payload(format!(r#"{{"sub":"a\u2028b","exp":{}}}"#, NOW + 60)),
+            InvalidClaim("sub must not contain line or paragraph separators or bidirectional controls"),
+        ),
+        (
+            "sub with a paragraph separator",
+            payload(format!(r#"{{"sub":"a\u2029b","exp":{}}}"#, NOW + 60)),
+            InvalidClaim("sub must not contain line or paragraph separators or bidirectional controls"),
+        ),
+        (
+            "sub with a right-to-left override",
+            payload(format!(r#"{{"sub":"evil\u202Egpj.exe","exp":{}}}"#, NOW + 60)),
+            InvalidClaim("sub must not contain line or paragraph separators or bidirectional controls"),
+        ),
+        (
+            "sub with a bidirectional embedding",
+            payload(format!(r#"{{"sub":"a\u202Ab","exp":{}}}"#, NOW + 60)),
+            InvalidClaim("sub must not contain line or paragraph separators or bidirectional controls"),
+        ),
+        (
+            "sub with a bidirectional isolate",
+            payload(format!(r#"{{"sub":"a\u2066b\u2069","exp":{}}}"#, NOW + 60)),
+            InvalidClaim("sub must not contain line or paragraph separators or bidirectional controls"),
+        ),
+        (
             "crit present",
             signed(r#"{"alg":"HS256","crit":["exp"]}"#, &payload_ok()),
             UnsupportedHeader("crit is not supported"),

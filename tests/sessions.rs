@@ -244,14 +244,20 @@ async fn revocations_expire() {
     server.handle.revoke_user("dave");
     // A jti whose token is long expired is dropped at once (exp + 30 s leeway in the past).
     server.handle.revoke_jti("gone", unix_now() - 60);
-    assert_eq!(server.metric("wsgate_revocations").await, 1.0);
-    assert_eq!(
-        refused(server.connect(&format!("/ws/chat/lobby?token={token}"), &[]).await).status(),
-        401
-    );
+    // One whose token never expires lasts no longer than a user's (PROTOCOL.md §9).
+    server.handle.revoke_jti("forever", i64::MAX);
+    let forever = claims_for("erin", Some("forever"), None);
+    assert_eq!(server.metric("wsgate_revocations").await, 2.0);
+    for token in [&token, &forever] {
+        assert_eq!(
+            refused(server.connect(&format!("/ws/chat/lobby?token={token}"), &[]).await).status(),
+            401
+        );
+    }
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     assert_eq!(server.metric("wsgate_revocations").await, 0.0);
     let _dave = join_with(&server, &token).await;
+    let _erin = join_with(&server, &forever).await;
 }
 
 #[tokio::test]

@@ -43,10 +43,13 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Longest accepted `sub`, in characters: it becomes the username shown to every member.
 pub const MAX_SUBJECT_CHARS: usize = 128;
 
-/// The one rule for a `sub` (and so for every username): 1–[`MAX_SUBJECT_CHARS`] characters,
-/// none of them a control character. A username is written into every member's messages and
-/// into the server's log lines; a newline, carriage return or ANSI escape in it could forge a
-/// log line or repaint an operator's terminal, so such a `sub` is refused outright.
+/// The one rule for a `sub` (and so for every username, from a token, a session or the admin
+/// API): 1–[`MAX_SUBJECT_CHARS`] characters, none of them a control character, a line or
+/// paragraph separator, or a bidirectional control (PROTOCOL.md §3). A username is written
+/// into every member's messages and into the server's log lines; a newline, carriage return
+/// or ANSI escape in it could forge a log line or repaint an operator's terminal, a U+2028
+/// breaks a line in a JavaScript client, and a U+202E shows `evil\u{202E}gpj.exe` to every
+/// member as `evilexe.jpg`. So such a `sub` is refused outright.
 pub fn check_subject(sub: &str) -> Result<(), JwtError> {
     if sub.is_empty() || sub.chars().count() > MAX_SUBJECT_CHARS {
         return Err(JwtError::InvalidClaim("sub must be 1-128 characters"));
@@ -55,7 +58,18 @@ pub fn check_subject(sub: &str) -> Result<(), JwtError> {
     if sub.chars().any(char::is_control) {
         return Err(JwtError::InvalidClaim("sub must not contain control characters"));
     }
+    if sub.chars().any(is_separator_or_bidi) {
+        return Err(JwtError::InvalidClaim(
+            "sub must not contain line or paragraph separators or bidirectional controls",
+        ));
+    }
     Ok(())
+}
+
+/// U+2028, U+2029 (separators), U+202A–U+202E and U+2066–U+2069 (bidirectional embeddings,
+/// overrides and isolates).
+fn is_separator_or_bidi(c: char) -> bool {
+    matches!(c, '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Why a token was refused. The `Display` text is safe to send to the client (it is what
