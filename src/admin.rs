@@ -185,7 +185,8 @@ fn decide(
             Ok(Decided::Revoke(revoke))
         }
         Route::Publish => {
-            let PublishBody { room, message } = serde_json::from_slice(body).map_err(|e| bad(json_error(&e, r#"expected {"room":…,"message":…}"#)))?;
+            let PublishBody { room, message } =
+                serde_json::from_slice(body).map_err(|e| bad(json_error(&e, r#"expected {"room":…,"message":…}"#)))?;
             room::check_name(&room).map_err(|e| bad(e.to_string()))?;
             if message.len() > limits.max_message_size {
                 return Err(bad(format!(

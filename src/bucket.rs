@@ -31,11 +31,17 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
+        self.take_n(now, 1)
+    }
+
+    /// Takes `n` tokens if there are that many; else takes none.
+    pub fn take_n(&mut self, now: Instant, n: usize) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = n as f64;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false

@@ -148,6 +148,10 @@ pub struct Config {
     /// Messages a room keeps for clients that resume (`?since=`, PROTOCOL.md §10); 0 turns
     /// history off. Default 100.
     pub history: usize,
+    /// Bytes that resumes may make the server send for one identity (`sub`) per second, with
+    /// bursts of as much; a resume past it is answered `"recovered":false` rather than a
+    /// partial replay (PROTOCOL.md §10). Default 8 MiB.
+    pub max_replay_bytes_per_user: u32,
     /// How long a message stays in history; an empty room is freed this long after its
     /// newest message. Default 5 minutes.
     pub history_ttl: Duration,
@@ -213,6 +217,7 @@ impl Default for Config {
             max_queued_bytes: 64 << 20,
             presence_limit: 100,
             history: 100,
+            max_replay_bytes_per_user: 8 << 20,
             history_ttl: Duration::from_secs(300),
             demo: false,
             dev_tokens: false,

@@ -97,6 +97,12 @@ impl Ring {
         self.next
     }
 
+    /// The payload bytes of the messages from `index` on (what a cursor there would read).
+    pub fn bytes_from(&self, index: u64) -> usize {
+        let skip = usize::try_from(index.saturating_sub(self.oldest_index())).unwrap_or(usize::MAX);
+        self.entries.iter().skip(skip).map(|entry| entry.text.len()).sum()
+    }
+
     /// The index of the oldest message held (`next_index` when empty).
     pub fn oldest_index(&self) -> u64 {
         self.next - self.entries.len() as u64

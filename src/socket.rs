@@ -242,7 +242,9 @@ impl<A: Authenticator, S: AsyncRead + AsyncWrite + Unpin> Socket<A, S> {
         // Built in a block so that what went into it is gone before the connection's long
         // await: a future keeps room for every local still in scope there.
         let (connection, greeting) = {
-            let entered = state.rooms.enter(room, user, admission.since.as_ref()).await;
+            let seat = &places.0;
+            let replay = &mut |bytes| seat.replay(bytes);
+            let entered = state.rooms.enter(room, user, admission.since.as_ref(), replay).await;
             let connection = Connection {
                 ws,
                 membership: entered.membership,

@@ -62,8 +62,8 @@ impl<A: Authenticator> State<A> {
             pending: Pending::new(config.max_pending),
             identities: Identities::new(
                 config.max_connections_per_user,
-                config.user_connect_rate,
-                config.user_connect_burst,
+                (config.user_connect_rate, config.user_connect_burst),
+                config.max_replay_bytes_per_user,
             ),
             refusal_log: std::array::from_fn(|_| Throttle::new(LOG_LINES_PER_SECOND)),
             accept_log: Throttle::new(1),

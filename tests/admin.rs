@@ -75,7 +75,10 @@ async fn the_route_the_key_and_the_body_are_checked_in_that_order() {
         ("/admin/revoke", r#"{"user":["<script>x</script>"]}"#),
         ("/admin/revoke", r#"{"user":"<script>x</script>\u202e"}"#),
         ("/admin/publish", r#"{"room":"lobby","<script>x</script>":"m"}"#),
-        ("/admin/publish", r#"{"room":"lobby","message":"<script>x</script>","x":1}"#),
+        (
+            "/admin/publish",
+            r#"{"room":"lobby","message":"<script>x</script>","x":1}"#,
+        ),
         ("/admin/revoke", r#"{"user": <script>x</script>"#),
     ] {
         let response = admin_request(admin, "POST", path, Some(KEY), bad).await;

@@ -286,3 +286,47 @@ async fn rooms_kept_for_history_cannot_starve_rooms_in_use() {
     let (_, welcome) = resume(&server, "live", "alice", &at).await;
     assert_eq!(welcome["recovered"], true);
 }
+
+/// Sends `n` messages of ~60 KB from `sender`, and reads them back from it.
+async fn send_large(sender: &mut Client, n: usize) {
+    let text = "x".repeat(60_000);
+    for _ in 0..n {
+        send(sender, &format!(r#"{{"message":"{text}"}}"#)).await;
+    }
+    for _ in 0..n {
+        next_json(sender).await;
+    }
+}
+
+#[tokio::test]
+async fn resumes_replay_at_most_the_users_budget_and_never_part_of_it() {
+    // 15 messages of 60 KB are 900 KB: one replay fits in 1 MiB, a second at once does not.
+    let server = TestServer::start(config().with(|c| c.max_replay_bytes_per_user = 1 << 20)).await;
+    let (mut bob, _) = join_at(&server, "lobby", "bob").await;
+    let (mut alice, at) = join_at(&server, "lobby", "alice").await;
+    assert_eq!(next_json(&mut bob).await["type"], "join");
+    within(alice.close(None)).await.unwrap();
+    assert_eq!(next_json(&mut bob).await["type"], "leave");
+    send_large(&mut bob, 15).await;
+
+    let (mut first, welcome) = resume(&server, "lobby", "alice", &at).await;
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    let replayed = welcome["seq"].as_u64().unwrap() - at.split_once(':').unwrap().1.parse::<u64>().unwrap();
+    for _ in 0..replayed {
+        next_json(&mut first).await;
+    }
+    // Another user is not affected by alice's budget.
+    let (mut carol, welcome) = resume(&server, "lobby", "carol", &at).await;
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    // The same user again, at once: past the budget, so no history at all, and live after.
+    let (mut second, welcome) = resume(&server, "lobby", "alice", &at).await;
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    send(&mut bob, r#"{"message":"live"}"#).await;
+    let next = next_json(&mut second).await;
+    assert_eq!(
+        (next["type"].as_str(), next["message"].as_str()),
+        (Some("message"), Some("live")),
+        "a refused resume got history: {next}"
+    );
+    assert_eq!(next_json(&mut carol).await["type"], "leave");
+}

@@ -264,3 +264,36 @@ async fn history_in_redis_is_bounded_in_bytes() {
     let (_, welcome) = connect(&server, "heavy", "alice", Some(&at)).await;
     assert_eq!(welcome["recovered"], false);
 }
+
+#[tokio::test]
+async fn resumes_from_redis_history_replay_at_most_the_users_budget() {
+    let redis = RedisServer::start();
+    let a = TestServer::start(node_config(&redis).with(|c| c.max_replay_bytes_per_user = 1 << 20)).await;
+    let (mut bob, _) = connect(&a, "lobby", "bob", None).await;
+    let (alice, welcome) = connect(&a, "lobby", "alice", None).await;
+    let at = position(&welcome);
+    assert_eq!(next_json(&mut bob).await["type"], "join");
+    drop(alice);
+    assert_eq!(next_json(&mut bob).await["type"], "leave");
+    // 15 messages of 60 KB: 900 KB, so one replay fits in 1 MiB and a second at once does not.
+    let text = "x".repeat(60_000);
+    for _ in 0..15 {
+        send(&mut bob, &format!(r#"{{"message":"{text}"}}"#)).await;
+    }
+    read(&mut bob, 15).await;
+
+    let (mut first, welcome) = connect(&a, "lobby", "alice", Some(&at)).await;
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    let missed = read(&mut first, 16).await;
+    assert_eq!(missed.last().unwrap()["message"].as_str().map(str::len), Some(60_000));
+    let (_carol, welcome) = connect(&a, "lobby", "carol", Some(&at)).await;
+    assert_eq!(
+        welcome["recovered"], true,
+        "another user has a budget of its own: {welcome}"
+    );
+    let (mut second, welcome) = connect(&a, "lobby", "alice", Some(&at)).await;
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    send(&mut bob, r#"{"message":"live"}"#).await;
+    let next = next_json(&mut second).await;
+    assert_eq!(next["message"], "live", "a refused resume got history: {next}");
+}

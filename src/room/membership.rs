@@ -36,6 +36,10 @@ impl std::fmt::Debug for Membership {
     }
 }
 
+/// Asked with the bytes a resume would replay; `false` refuses the resume (the identity's
+/// replay budget, PROTOCOL.md §10).
+pub(crate) type Replay<'a> = dyn FnMut(usize) -> bool + Send + 'a;
+
 /// A member that has joined, with what its welcome says and the messages it missed (with
 /// Redis; on one node they come through the ring).
 pub(crate) struct Entered {
@@ -56,7 +60,7 @@ impl Rooms {
     /// included. Returns what the welcome says. With Redis, use the server: resuming needs a
     /// round trip.
     pub fn join_at(&self, room: &str, username: &str, since: Option<&Since>) -> (Membership, Position) {
-        let (membership, position, join) = self.attach(room, username, since);
+        let (membership, position, join) = self.attach(room, username, since, &mut |_| true);
         if let Some(join) = join {
             self.send(room, None, join);
         }
@@ -65,9 +69,16 @@ impl Rooms {
 
     /// [`Rooms::join_at`] for the server: with Redis, the join is published and the history
     /// read in one round trip, once this node is subscribed to the room, so a resumed member
-    /// gets every message after `since` exactly once.
-    pub(crate) async fn enter(&self, room: &str, username: &str, since: Option<&Since>) -> Entered {
-        let (mut membership, mut position, join) = self.attach(room, username, since);
+    /// gets every message after `since` exactly once. `replay` is asked before a resume
+    /// sends any bytes of history; refused, the member is not recovered (never partly).
+    pub(crate) async fn enter(
+        &self,
+        room: &str,
+        username: &str,
+        since: Option<&Since>,
+        replay: &mut Replay<'_>,
+    ) -> Entered {
+        let (mut membership, mut position, join) = self.attach(room, username, since, replay);
         let sequencer = &self.inner.sequencer;
         // Numbered here, the member is placed and its join sent already. Else the sequencer
         // is asked, unless it is away: then there is nothing to wait for.
@@ -96,18 +107,21 @@ impl Rooms {
                 self.epoch_changed(&membership.room, &mut state);
             }
         }
+        let missed = synced
+            .missed
+            .filter(|missed| replay(missed.iter().map(Message::len).sum()));
         // What arrives live up to the position read is already in `missed` or older.
         membership.cursor.skip_through = Seq::new(synced.seq);
         membership.cursor.last_seq = Seq::new(synced.seq);
         position = Position {
             epoch: synced.epoch,
             seq: synced.seq,
-            recovered: since.map(|_| synced.missed.is_some()),
+            recovered: since.map(|_| missed.is_some()),
         };
         Entered {
             membership,
             position,
-            missed: synced.missed.unwrap_or_default(),
+            missed: missed.unwrap_or_default(),
         }
     }
 
@@ -118,6 +132,7 @@ impl Rooms {
         room: &'a str,
         username: &'a str,
         since: Option<&Since>,
+        replay: &mut Replay<'_>,
     ) -> (Membership, Position, Option<Event<'a>>) {
         let mut registry = self.lock();
         let entry = registry
@@ -141,7 +156,10 @@ impl Rooms {
             // Numbered elsewhere, history is there, not in this ring.
             Some(since) if local && *since.epoch == *state.epoch => {
                 let ttl = self.inner.settings.history_ttl;
-                state.ring.resume(since.seq, self.inner.history, ttl, Instant::now())
+                state
+                    .ring
+                    .resume(since.seq, self.inner.history, ttl, Instant::now())
+                    .filter(|&cursor| replay(state.ring.bytes_from(cursor)))
             }
             _ => None,
         };

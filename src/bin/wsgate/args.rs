@@ -266,6 +266,11 @@ pub(crate) struct ServeArgs {
           default_value_t = Config::default().history)]
     pub history: usize,
 
+    /// Bytes resumes may replay to one user per second; past it a resume is not recovered
+    #[arg(long, env = "WSGATE_MAX_REPLAY_BYTES_PER_USER", value_name = "BYTES", value_parser = whole::<u32>,
+          default_value_t = Config::default().max_replay_bytes_per_user)]
+    pub max_replay_bytes_per_user: u32,
+
     /// How long a message stays in history (an empty room is freed after it)
     #[arg(long, env = "WSGATE_HISTORY_TTL", value_name = "DURATION",
           default_value_t = Span(Config::default().history_ttl))]

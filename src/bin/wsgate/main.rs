@@ -212,6 +212,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     config.max_queued_bytes = args.max_queued_bytes;
     config.presence_limit = args.presence_limit;
     config.history = args.history;
+    config.max_replay_bytes_per_user = args.max_replay_bytes_per_user;
     config.history_ttl = args.history_ttl.0;
     config.redis_timeout = args.redis_timeout.0;
     config.control_outbox = args.control_outbox;
