@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -87,10 +88,15 @@ async fn answer(
     _running: Running,
 ) {
     let deadline = Instant::now() + limits.handshake_timeout;
-    // The head and the body are read while a newer socket may still evict this one.
+    // The head and the body are read while a newer socket may still evict this one, the one
+    // with the least progress first (as on the public port).
+    let mut counted = slot.counted(&mut stream);
     let read = async {
-        let request = timeout_at(deadline, http::read_request(&mut stream)).await.ok()?.ok()?;
-        let body = read_body(&mut stream, &request.head, request.leftover.clone(), deadline).await;
+        let request = timeout_at(deadline, http::read_request(&mut counted))
+            .await
+            .ok()?
+            .ok()?;
+        let body = read_body(&mut counted, &request.head, request.leftover.clone(), deadline).await;
         Some((request, body))
     };
     let read = tokio::select! {
@@ -120,7 +126,7 @@ type Refusal = (StatusCode, String);
 
 /// The body announced by `Content-Length`, at most [`MAX_BODY`]; `None` for no body.
 async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     head: &RequestHead,
     mut body: Vec<u8>,
     deadline: Instant,

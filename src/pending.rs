@@ -4,10 +4,16 @@
 //! anyone knows who is on the other end. If those sockets counted against the connection
 //! limit, anyone could fill it with connections that never send a byte (slowloris), and
 //! honest users with good tokens would be refused. So they have their own budget, and when
-//! it is full a new socket **evicts the oldest one still reading its head**: an honest client
-//! sends its head within milliseconds of connecting, so the oldest readers are the silent
-//! ones. A flood of silent sockets therefore cannot keep an honest client out, and the
-//! descriptors held stay within the budget.
+//! it is full a new socket **evicts a reader by its progress** (PROTOCOL.md §4): the oldest
+//! one that has sent nothing at all, or when every reader has sent something, the one that
+//! has sent the fewest bytes (of its head, or of its TLS handshake) for its age. An honest
+//! client that keeps sending, at any pace, outranks a silent socket, so a flood of silent
+//! sockets cannot keep it out however slow its link; one that drips bytes to hold a place
+//! must send faster than the slowest honest client, and still finishes its head (and is
+//! decided) within the handshake timeout. The descriptors held stay within the budget.
+//!
+//! Choosing costs one pass over the readers (at most the budget, 1,024 by default) per
+//! eviction, and stops at the first silent one, which in a silent flood is the oldest.
 //!
 //! A socket whose head has arrived is being decided (authenticated); it is not evictable, but
 //! it still counts, and that phase is bounded by the handshake timeout. A refused socket that
@@ -16,9 +22,15 @@
 //! budget is being decided, a new socket is answered `503` at once.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// The sockets not yet admitted. Cloning gives another handle to the same budget.
 #[derive(Debug, Clone)]
@@ -41,12 +53,22 @@ enum Phase {
 struct Inner {
     /// Accept order; lower ids are older.
     next_id: u64,
-    /// Sockets still reading their head, oldest first, each with the way to evict it.
-    reading: BTreeMap<u64, oneshot::Sender<()>>,
+    /// Sockets still reading their head, oldest first.
+    reading: BTreeMap<u64, Reader>,
     /// Sockets whose head has arrived and that have not finished yet.
     deciding: usize,
     /// Refused sockets lingering before their close, oldest first: evicted before readers.
     lingering: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+/// A socket still reading its head.
+#[derive(Debug)]
+struct Reader {
+    /// The way to evict it.
+    evict: oneshot::Sender<()>,
+    /// Bytes it has sent so far (see [`Counted`]).
+    progress: Arc<AtomicU64>,
+    accepted: Instant,
 }
 
 /// A socket's place in the budget; dropping it frees the place.
@@ -54,6 +76,7 @@ struct Inner {
 pub(crate) struct Slot {
     pending: Pending,
     phase: Phase,
+    progress: Arc<AtomicU64>,
     /// Completes when a newer socket takes this one's place.
     pub evicted: oneshot::Receiver<()>,
 }
@@ -67,14 +90,19 @@ impl Pending {
         }
     }
 
-    /// A place for a socket just accepted, evicting the oldest reader if the budget is full;
-    /// `None` when every place is held by a socket past its head.
+    /// A place for a socket just accepted, evicting a lingering socket or else the reader
+    /// with the least progress if the budget is full; `None` when every place is held by a
+    /// socket past its head.
     pub fn enter(&self) -> Option<Slot> {
         let mut inner = self.lock();
+        let now = Instant::now();
         if inner.reading.len() + inner.deciding + inner.lingering.len() >= self.max {
-            let (_, evict) = match inner.lingering.pop_first() {
-                Some(lingering) => lingering,
-                None => inner.reading.pop_first()?,
+            let evict = match inner.lingering.pop_first() {
+                Some((_, evict)) => evict,
+                None => {
+                    let id = least_progress(&inner.reading, now)?;
+                    inner.reading.remove(&id)?.evict
+                }
             };
             // The evicted task notices at its next poll, drops its socket and ends.
             let _ = evict.send(());
@@ -82,10 +110,17 @@ impl Pending {
         let id = inner.next_id;
         inner.next_id += 1;
         let (evict, evicted) = oneshot::channel();
-        inner.reading.insert(id, evict);
+        let progress = Arc::new(AtomicU64::new(0));
+        let reader = Reader {
+            evict,
+            progress: progress.clone(),
+            accepted: now,
+        };
+        inner.reading.insert(id, reader);
         Some(Slot {
             pending: self.clone(),
             phase: Phase::Reading(id),
+            progress,
             evicted,
         })
     }
@@ -102,7 +137,33 @@ impl Pending {
     }
 }
 
+/// The reader to evict: the oldest silent one, else the one with the fewest bytes for its
+/// age (compared as `bytes_a × age_b < bytes_b × age_a`, in integers).
+fn least_progress(reading: &BTreeMap<u64, Reader>, now: Instant) -> Option<u64> {
+    let mut least: Option<(u64, u128, u128)> = None;
+    for (&id, reader) in reading {
+        let bytes = u128::from(reader.progress.load(Relaxed));
+        if bytes == 0 {
+            return Some(id);
+        }
+        let age = now.saturating_duration_since(reader.accepted).as_micros().max(1);
+        if least.is_none_or(|(_, least_bytes, least_age)| bytes * least_age < least_bytes * age) {
+            least = Some((id, bytes, age));
+        }
+    }
+    least.map(|(id, ..)| id)
+}
+
 impl Slot {
+    /// `stream`, counting what is read from it as this socket's progress while it reads its
+    /// head (the TLS handshake included, when `stream` is the TCP under it).
+    pub fn counted<S>(&self, stream: S) -> Counted<S> {
+        Counted {
+            stream,
+            progress: self.progress.clone(),
+        }
+    }
+
     /// The head has arrived: this socket can no longer be evicted. `false` if it already
     /// was (its eviction raced with the head), in which case the caller must stop.
     pub fn head_read(&mut self) -> bool {
@@ -133,6 +194,56 @@ impl Slot {
         inner.lingering.insert(id, evict);
         self.phase = Phase::Lingering(id);
         self.evicted = evicted;
+    }
+}
+
+/// A stream that counts the bytes read from it into its socket's [`Slot`] (see the module
+/// docs). Writes pass through.
+#[derive(Debug)]
+pub(crate) struct Counted<S> {
+    stream: S,
+    progress: Arc<AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        self.progress.fetch_add(read as u64, Relaxed);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 }
 
@@ -175,6 +286,28 @@ mod tests {
         assert!(pending.enter().is_some());
         drop(third);
         assert_eq!(pending.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_readers_go_first_then_the_least_progress_for_its_age() {
+        let pending = Pending::new(3);
+        let mut slow = pending.enter().unwrap();
+        slow.progress.store(100, Relaxed);
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        let mut quick = pending.enter().unwrap();
+        quick.progress.store(100, Relaxed);
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        let mut silent = pending.enter().unwrap();
+        // The youngest, but it has sent nothing.
+        let mut newcomer = pending.enter().unwrap();
+        assert!(silent.evicted.try_recv().is_ok());
+        assert!(slow.evicted.try_recv().is_err() && quick.evicted.try_recv().is_err());
+        // Now none is silent but the newcomer, which is the only one that is not: give it
+        // bytes. 100 bytes in 3 s is less than 100 in 1 s, or 10 in 0 s.
+        newcomer.progress.store(10, Relaxed);
+        let _last = pending.enter().unwrap();
+        assert!(slow.evicted.try_recv().is_ok(), "the slowest for its age goes next");
+        assert!(quick.evicted.try_recv().is_err() && newcomer.evicted.try_recv().is_err());
     }
 
     #[test]

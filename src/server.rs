@@ -186,15 +186,17 @@ impl<A: Authenticator> Server<A> {
                 _ = self.state.stop.notified() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        // A place in the pending budget, maybe by evicting the oldest silent
-                        // socket. With none to be had, refuse at once: no task, no waiting
-                        // for a head, the descriptor closed right here.
+                        // A place in the pending budget, maybe by evicting the silent or
+                        // slowest socket. With none to be had, refuse at once: no task, no
+                        // waiting for a head, the descriptor closed right here.
                         let Some(slot) = self.state.pending.enter() else {
                             self.refuse_at_once(&stream, peer);
                             continue;
                         };
                         let (shutdown, running) = coordinator.task();
                         let state = self.state.clone();
+                        // Every byte read from it counts as its progress (TLS handshake, head).
+                        let stream = slot.counted(stream);
                         let socket = Socket { stream, peer, state, slot, shutdown, _running: running };
                         tokio::spawn(socket.serve());
                     }

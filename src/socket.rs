@@ -26,13 +26,14 @@ use crate::head::RequestHead;
 use crate::http::{self, ReadError, Request, Response, Unread};
 use crate::identities::Seat;
 use crate::metrics::Gauges;
-use crate::pending::Slot;
+use crate::pending::{Counted, Slot};
 use crate::rejection::Rejection;
 use crate::shutdown::{Running, Shutdown};
 use crate::state::State;
 
-/// One accepted socket, from the first byte to the last; `S` is TCP, or TLS over it.
-pub(crate) struct Socket<A, S = TcpStream> {
+/// One accepted socket, from the first byte to the last; `S` is TCP (counted for the pending
+/// budget's eviction by progress), or TLS over it.
+pub(crate) struct Socket<A, S = Counted<TcpStream>> {
     pub(crate) stream: S,
     pub(crate) peer: SocketAddr,
     pub(crate) state: Arc<State<A>>,
@@ -47,7 +48,7 @@ impl<A: Authenticator> Socket<A> {
     /// Not an `async fn`: one would keep its own copy of the socket (its argument) for the
     /// whole connection beside the one `serve_http` moves on with, 768 bytes per connection.
     pub(crate) fn serve(self) -> impl Future<Output = ()> + Send + 'static {
-        let _ = self.stream.set_nodelay(true);
+        let _ = self.stream.get_ref().set_nodelay(true);
         // One deadline for the TLS handshake, the head and the decision: a slow client and a
         // slow authenticator hold a pending place for the same bounded time.
         let deadline = Instant::now() + self.state.config.handshake_timeout;
@@ -74,7 +75,7 @@ impl<A: Authenticator> Socket<A> {
         // rather than leave it with a reset. Peeking reads nothing, so TLS starts clean.
         let mut first = [0u8; 1];
         let peeked = tokio::select! {
-            peeked = timeout_at(deadline, self.stream.peek(&mut first)) => peeked,
+            peeked = timeout_at(deadline, self.stream.get_ref().peek(&mut first)) => peeked,
             _ = &mut self.slot.evicted => return debug!(peer = %self.peer, "evicted by a newer socket"),
             _ = self.shutdown.wait() => return,
         };

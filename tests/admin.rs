@@ -161,3 +161,36 @@ async fn idle_sockets_cannot_keep_the_key_holder_out() {
     let _ = within(stream.read_to_string(&mut response)).await;
     assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
 }
+
+#[tokio::test]
+async fn a_key_holder_whose_body_comes_later_gets_in_during_a_silent_flood() {
+    let server = server().await;
+    let admin = server.admin.unwrap();
+    let body = r#"{"user":"nobody"}"#;
+    let head = format!(
+        "POST /admin/revoke HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let key_holder = async {
+        let mut socket = within(TcpStream::connect(admin)).await.unwrap();
+        within(socket.write_all(head.as_bytes())).await.unwrap();
+        // The body, on a slow link, 300 ms after the head, while silent sockets keep coming.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = socket.write_all(body.as_bytes()).await;
+        let mut response = vec![0; 512];
+        let n = within(socket.read(&mut response)).await.unwrap_or(0);
+        String::from_utf8_lossy(&response[..n]).into_owned()
+    };
+    let silent = async {
+        // More than the 64 admin places, one every 2 ms for 0.8 s.
+        let mut sockets = Vec::new();
+        for _ in 0..400 {
+            sockets.push(within(TcpStream::connect(admin)).await.unwrap());
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        sockets
+    };
+    let (response, sockets) = tokio::join!(key_holder, silent);
+    assert!(sockets.len() > 64);
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+}

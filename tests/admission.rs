@@ -436,3 +436,65 @@ async fn refused_requests_that_linger_cannot_hold_the_pending_places() {
         0.0
     );
 }
+
+/// Opens a socket every `every` for `duration` (at most 400), each sending `first` and then
+/// nothing; returns them, still open.
+async fn flood(addr: std::net::SocketAddr, every: Duration, duration: Duration, first: &[u8]) -> Vec<TcpStream> {
+    let started = std::time::Instant::now();
+    let mut sockets = Vec::new();
+    while started.elapsed() < duration && sockets.len() < 400 {
+        let mut socket = within(TcpStream::connect(addr)).await.unwrap();
+        if !first.is_empty() {
+            let _ = socket.write_all(first).await;
+        }
+        sockets.push(socket);
+        tokio::time::sleep(every).await;
+    }
+    sockets
+}
+
+/// Sends `request` in three pieces 0.75 s apart (a slow link) and returns the status line.
+async fn send_slowly(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut socket = within(TcpStream::connect(addr)).await.unwrap();
+    let bytes = request.as_bytes();
+    let third = bytes.len() / 3;
+    for (i, piece) in [&bytes[..third], &bytes[third..2 * third], &bytes[2 * third..]]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(750)).await;
+        }
+        if socket.write_all(piece).await.is_err() {
+            return "evicted while sending".to_owned();
+        }
+    }
+    let mut response = vec![0; 512];
+    let n = within(socket.read(&mut response)).await.unwrap_or(0);
+    String::from_utf8_lossy(&response[..n])
+        .lines()
+        .next()
+        .unwrap_or("closed")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_head_sent_slowly_gets_in_during_a_flood_of_silent_or_dripping_sockets() {
+    let server = TestServer::start(config().with(|c| c.max_pending = 8)).await;
+    let request = upgrade_request(server.addr, &format!("/ws/chat/lobby?token={}", token("slow")), "");
+    // Silent sockets, then sockets that each send one byte and stop (they have "progress",
+    // but less for their age than a client that keeps sending).
+    for first in [&b""[..], b"G"] {
+        let (status, flooded) = tokio::join!(
+            send_slowly(server.addr, &request),
+            flood(
+                server.addr,
+                Duration::from_millis(6),
+                Duration::from_millis(2_500),
+                first
+            ),
+        );
+        assert!(flooded.len() > 100, "the flood was too small to fill the budget");
+        assert_eq!(status, "HTTP/1.1 101 Switching Protocols", "flood sending {first:?}");
+    }
+}
