@@ -56,33 +56,41 @@ struct RevokeBody {
 }
 
 impl Revoke {
-    /// A revocation from a JSON body, checked strictly: exactly one kind, nothing else.
+    /// A revocation from a client's JSON body (the admin API), checked strictly: exactly one
+    /// kind, nothing else, and values a real credential can have (a `user` under the `sub`
+    /// rule, a `jti` or `session` of 1–256 bytes).
     pub(crate) fn parse(body: &[u8]) -> Result<Revoke, String> {
         let body: RevokeBody = serde_json::from_slice(body).map_err(|e| json_error(&e, EXPECTED))?;
-        Revoke::try_from(body)
-    }
-}
-
-/// The one check of a revocation, wherever it comes from (the admin API, a control message,
-/// a stored entry).
-impl TryFrom<RevokeBody> for Revoke {
-    type Error = String;
-
-    fn try_from(body: RevokeBody) -> Result<Revoke, String> {
+        let revoke = Revoke::try_from(body)?;
         let short = |what: &str, value: &str| match value.is_empty() || value.len() > 256 {
             true => Err(format!("{what} must be 1-256 bytes")),
             false => Ok(()),
         };
+        match &revoke {
+            Revoke::Jti { jti, .. } => short("jti", jti)?,
+            Revoke::User { user } => check_subject(user).map_err(|e| format!("user: {e}"))?,
+            Revoke::Session { session } => short("session", session)?,
+        }
+        Ok(revoke)
+    }
+}
+
+/// The shape of a revocation, wherever it comes from: exactly one kind, nothing else. The
+/// values are not checked here: a signed control message or stored entry (PROTOCOL.md §12)
+/// carries what a node or the application revoked, and a node revokes whatever credential it
+/// was asked to (an empty `jti`, a session store's long username), so every other node must
+/// take it as it is.
+impl TryFrom<RevokeBody> for Revoke {
+    type Error = String;
+
+    fn try_from(body: RevokeBody) -> Result<Revoke, String> {
         match body {
             RevokeBody {
                 jti: Some(jti),
                 exp: Some(exp),
                 user: None,
                 session: None,
-            } => {
-                short("jti", &jti)?;
-                Ok(Revoke::Jti { jti, exp })
-            }
+            } => Ok(Revoke::Jti { jti, exp }),
             RevokeBody {
                 jti: Some(_),
                 exp: None,
@@ -93,19 +101,13 @@ impl TryFrom<RevokeBody> for Revoke {
                 exp: None,
                 user: Some(user),
                 session: None,
-            } => {
-                check_subject(&user).map_err(|e| format!("user: {e}"))?;
-                Ok(Revoke::User { user })
-            }
+            } => Ok(Revoke::User { user }),
             RevokeBody {
                 jti: None,
                 exp: None,
                 user: None,
                 session: Some(session),
-            } => {
-                short("session", &session)?;
-                Ok(Revoke::Session { session })
-            }
+            } => Ok(Revoke::Session { session }),
             _ => Err(EXPECTED.to_owned()),
         }
     }
