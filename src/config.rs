@@ -143,6 +143,10 @@ pub struct Config {
     /// eighth of it. Past either, the oldest messages go and the slowest members lag.
     /// Default 64 MiB.
     pub max_queued_bytes: usize,
+    /// Bytes one identity's messages may hold in rooms (buffers, history, kept rooms), all its
+    /// rooms together; past it its messages are refused with an `error` and nobody else's
+    /// are given up for it. `None`, the default: an eighth of `max_queued_bytes`.
+    pub max_queued_bytes_per_user: Option<usize>,
     /// Above this many members a room no longer announces `join` and `leave`. Default 100.
     pub presence_limit: usize,
     /// Messages a room keeps for clients that resume (`?since=`, PROTOCOL.md §10); 0 turns
@@ -215,6 +219,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             room_buffer: 256,
             max_queued_bytes: 64 << 20,
+            max_queued_bytes_per_user: None,
             presence_limit: 100,
             history: 100,
             max_replay_bytes_per_user: 8 << 20,
@@ -278,6 +283,7 @@ impl Config {
             buffer: self.room_buffer,
             room_queued_bytes: self.max_queued_bytes / 8,
             max_queued_bytes: self.max_queued_bytes,
+            max_queued_bytes_per_user: self.max_queued_bytes_per_user.unwrap_or(self.max_queued_bytes / 8),
             presence_limit: self.presence_limit,
             history: self.history,
             history_ttl: self.history_ttl,
@@ -343,6 +349,11 @@ impl Config {
         }
         if self.max_queued_bytes < 8 * self.max_message_size {
             return fail("max queued bytes must be at least 8 times the max message size (a room holds an eighth)");
+        }
+        if let Some(per_user) = self.max_queued_bytes_per_user
+            && !(self.max_message_size..=self.max_queued_bytes).contains(&per_user)
+        {
+            return fail("max queued bytes per user must be from the max message size to max queued bytes");
         }
         if self
             .protocols

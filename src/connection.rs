@@ -234,8 +234,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin, A: Authenticator> Connection<'_, S, A> {
         match (incoming.r#type.as_deref(), incoming.message, incoming.token) {
             (None, Some(message), _) => {
                 self.metrics.received();
-                self.membership.say(&message);
-                Request::Done
+                match self.membership.say(&message) {
+                    Ok(()) => Request::Done,
+                    Err(refused) => error(&refused.to_string()),
+                }
             }
             (None, None, _) => error(NOT_A_MESSAGE),
             (Some("refresh"), _, Some(token)) => Request::Refresh(token.into_owned()),

@@ -60,6 +60,7 @@ mod ring;
 pub mod room;
 mod routes;
 pub mod server;
+mod share;
 mod shutdown;
 mod socket;
 mod state;

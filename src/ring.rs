@@ -18,9 +18,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::messages::Seq;
+use crate::share::Held;
 
 /// One message in the ring.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Entry {
     /// The `seq` the message carries, if any.
     pub seq: Option<Seq>,
@@ -28,6 +29,9 @@ pub(crate) struct Entry {
     pub at: Instant,
     /// The frame's text, shared by every reader (a clone is a reference-count bump).
     pub text: Utf8Bytes,
+    /// Its bytes in its sender's share, given back when it leaves the ring (by being
+    /// dropped: nothing reads it).
+    pub _held: Option<Held>,
 }
 
 /// See the module docs.
@@ -53,9 +57,14 @@ impl Default for Ring {
 
 impl Ring {
     /// Appends a message; returns its payload size.
-    pub fn push(&mut self, seq: Option<Seq>, at: Instant, text: Utf8Bytes) -> usize {
+    pub fn push(&mut self, seq: Option<Seq>, at: Instant, text: Utf8Bytes, held: Option<Held>) -> usize {
         let size = text.len();
-        self.entries.push_back(Entry { seq, at, text });
+        self.entries.push_back(Entry {
+            seq,
+            at,
+            text,
+            _held: held,
+        });
         self.next += 1;
         self.bytes += size;
         size
@@ -228,7 +237,7 @@ mod tests {
                 match op {
                     Op::Push => {
                         let index = ring.next_index();
-                        ring.push(Seq::new(index), now, index.to_string().into());
+                        ring.push(Seq::new(index), now, index.to_string().into(), None);
                         pushed.push((index, now));
                     }
                     Op::Pop(n) => for _ in 0..n {
@@ -265,7 +274,7 @@ mod tests {
         let now = Instant::now();
         let mut ring = Ring::default();
         for seq in [7, 8, 0, 9, 10] {
-            ring.push(Seq::new(seq), now, seq.to_string().into());
+            ring.push(Seq::new(seq), now, seq.to_string().into(), None);
         }
         let mut cursor = Cursor {
             skip_through: Seq::new(8),
@@ -287,7 +296,7 @@ mod tests {
         let now = Instant::now();
         let mut ring = Ring::default();
         for seq in 1..=5 {
-            ring.push(Seq::new(seq), now, seq.to_string().into());
+            ring.push(Seq::new(seq), now, seq.to_string().into(), None);
         }
         ring.pop_front();
         ring.pop_front();

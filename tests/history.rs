@@ -330,3 +330,55 @@ async fn resumes_replay_at_most_the_users_budget_and_never_part_of_it() {
     );
     assert_eq!(next_json(&mut carol).await["type"], "leave");
 }
+
+#[tokio::test]
+async fn one_user_filling_rooms_costs_other_users_neither_history_nor_messages() {
+    // 2 MiB for all rooms, 256 KiB per room and per user: without a share per user, one
+    // user's 60 KB messages in 8 rooms would hold the whole budget.
+    let server = TestServer::start(config().with(|c| {
+        c.max_queued_bytes = 2 << 20;
+        c.rate_limit = 1000;
+        c.rate_burst = 1000;
+    }))
+    .await;
+    // An honest room: alice talks, carol reads nothing (a slow reader), dave will resume.
+    let (mut alice, _) = join_at(&server, "lobby", "alice").await;
+    let (carol, _) = join_at(&server, "lobby", "carol").await;
+    let (dave, at) = join_at(&server, "lobby", "dave").await;
+    drop(dave);
+    for i in 0..20 {
+        send(&mut alice, &format!(r#"{{"message":"m{i}"}}"#)).await;
+    }
+    // Mallory fills 8 rooms with 60 KB messages until she is refused in each.
+    let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(60_000));
+    let mut refused = 0;
+    for room in 0..8 {
+        let (mut mallory, _) = join_at(&server, &format!("flood{room}"), "mallory").await;
+        for _ in 0..8 {
+            send(&mut mallory, &big).await;
+            let reply = next_json(&mut mallory).await;
+            if reply["type"] == "error" {
+                assert_eq!(reply["error"], "too much queued for this user");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 8 * 8 - 5, "mallory was refused only {refused} times");
+    // Dave resumes with everything, and carol, who read nothing yet, gets every message.
+    let (mut dave, welcome) = resume(&server, "lobby", "dave", &at).await;
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    let missed = welcome["seq"].as_u64().unwrap() - at.split_once(':').unwrap().1.parse::<u64>().unwrap();
+    for _ in 0..missed {
+        next_json(&mut dave).await;
+    }
+    let mut carol = carol;
+    let mut texts = Vec::new();
+    while texts.len() < 20 {
+        let message = next_json(&mut carol).await;
+        assert_ne!(message["type"], "lagged", "{message}");
+        if message["type"] == "message" {
+            texts.push(message["message"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(texts, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}

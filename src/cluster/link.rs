@@ -43,7 +43,7 @@ use super::{connect, keys, publisher, subscriber, upkeep, within};
 use crate::messages::Event;
 use crate::metrics::Metrics;
 use crate::revocation::{Revocations, Revoke};
-use crate::room::{self, BoxFuture, Here, Rooms, Sequencer, Since, Synced, WeakRooms};
+use crate::room::{self, BoxFuture, Here, Rooms, Sequencer, Since, Synced, TooMuchQueued, WeakRooms};
 use crate::shutdown::{Running, Shutdown};
 use crate::throttle::Throttle;
 
@@ -270,8 +270,11 @@ impl Link {
 impl Sequencer for Link {
     /// Sends `event` through the history script (see `publisher`); every node, this one
     /// included, delivers it from the subscription.
-    fn send(&self, room: &str, event: Event<'_>, _here: Option<Here<'_>>) {
+    /// Shares of queued bytes are not counted here: this node holds only the members'
+    /// buffer; history is in Redis (see `history`).
+    fn send(&self, room: &str, event: Event<'_>, _here: Option<Here<'_>>) -> Result<(), TooMuchQueued> {
         self.queue(Outgoing::Room(room.to_owned(), event.json(None)));
+        Ok(())
     }
 
     fn local(&self) -> bool {

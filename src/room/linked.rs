@@ -32,7 +32,7 @@ impl Rooms {
     pub(crate) fn deliver_local(&self, room: &str, message: Utf8Bytes) {
         if let Some(entry) = self.lock().rooms.get(room).cloned() {
             let mut state = entry.lock();
-            self.deliver(&entry, &mut state, None, message);
+            self.deliver(&entry, &mut state, None, message, None);
         }
     }
 
@@ -43,7 +43,7 @@ impl Rooms {
             if state.learn(epoch, seq.get()) {
                 self.epoch_changed(&entry, &mut state);
             }
-            self.deliver(&entry, &mut state, Some(seq), message);
+            self.deliver(&entry, &mut state, Some(seq), message, None);
         }
     }
 

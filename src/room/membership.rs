@@ -8,9 +8,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Position, Room, Rooms, Since};
+use super::{Position, Room, Rooms, Since, TooMuchQueued};
 use crate::messages::{Event, Seq};
 use crate::ring::Cursor;
+use crate::share::Share;
 
 /// How long a joining member waits for this node's subscription to a room (with Redis) before
 /// it gives up resuming.
@@ -25,6 +26,8 @@ pub struct Membership {
     rooms: Rooms,
     name: String,
     username: String,
+    /// The bytes this member's identity holds in rooms (see `share`).
+    share: Arc<Share>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -62,7 +65,7 @@ impl Rooms {
     pub fn join_at(&self, room: &str, username: &str, since: Option<&Since>) -> (Membership, Position) {
         let (membership, position, join) = self.attach(room, username, since, &mut |_| true);
         if let Some(join) = join {
-            self.send(room, None, join);
+            let _ = self.send(room, None, None, join);
         }
         (membership, position)
     }
@@ -150,7 +153,7 @@ impl Rooms {
         let local = self.inner.sequencer.local();
         let mut join = self.announce(&mut state).then_some(Event::Join { room, username });
         if local && let Some(join) = join.take() {
-            self.send(room, Some((&entry, &mut state)), join);
+            let _ = self.send(room, Some((&entry, &mut state)), None, join);
         }
         let resumed = match since {
             // Numbered elsewhere, history is there, not in this ring.
@@ -180,6 +183,7 @@ impl Rooms {
             rooms: self.clone(),
             name: room.to_owned(),
             username: username.to_owned(),
+            share: self.inner.shares.of(username),
         };
         (membership, position, join)
     }
@@ -192,8 +196,9 @@ impl Membership {
     }
 
     /// Sends a chat message from this member to every member, this one included. It is
-    /// serialized once, with its `seq`.
-    pub fn say(&self, text: &str) {
+    /// serialized once, with its `seq`. Refused, and not sent, when this member's identity
+    /// already holds its share of queued bytes (see [`RoomSettings`](super::RoomSettings)).
+    pub fn say(&self, text: &str) -> Result<(), TooMuchQueued> {
         let (room, username) = (self.name.as_str(), self.username.as_str());
         let mut state = self.room.lock();
         let event = Event::Chat {
@@ -201,7 +206,8 @@ impl Membership {
             username,
             message: text,
         };
-        self.rooms.send(room, Some((&self.room, &mut state)), event);
+        self.rooms
+            .send(room, Some((&self.room, &mut state)), Some(&self.share), event)
     }
 
     /// Waits until there is something to read, then moves messages into `out`: at least one,
@@ -256,7 +262,8 @@ impl Membership {
     fn announce_here(&mut self, join: Event<'_>) {
         let mut state = self.room.lock();
         let index = state.ring.next_index();
-        self.rooms.deliver(&self.room, &mut state, None, join.json(None).into());
+        self.rooms
+            .deliver(&self.room, &mut state, None, join.json(None).into(), None);
         if self.cursor.index == index {
             self.cursor.index += 1;
         }
@@ -288,7 +295,12 @@ impl Drop for Membership {
         if rooms.announce(&mut state) {
             // Into history too, when the room is kept for it; with Redis, members on other
             // nodes hear of it even when this node's room closes.
-            rooms.send(room, Some((&self.room, &mut state)), Event::Leave { room, username });
+            let _ = rooms.send(
+                room,
+                Some((&self.room, &mut state)),
+                None,
+                Event::Leave { room, username },
+            );
         }
         if state.members > 0 || state.kept {
             return;

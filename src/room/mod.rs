@@ -61,6 +61,7 @@ use crate::bucket::TokenBucket;
 use crate::messages::{self, Event, Seq};
 use crate::rejection::Rejection;
 use crate::ring::Ring;
+use crate::share::{Held, Share, Shares};
 
 pub use kept::MAX_KEPT_ROOMS;
 #[cfg_attr(not(feature = "redis"), allow(unused_imports))]
@@ -93,6 +94,19 @@ pub fn check_name(room: &str) -> Result<(), Rejection> {
     }
 }
 
+/// A member's message refused because its identity's frames already hold
+/// `max_queued_bytes_per_user` in rooms (PROTOCOL.md §5). Nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooMuchQueued;
+
+impl std::fmt::Display for TooMuchQueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("too much queued for this user")
+    }
+}
+
+impl std::error::Error for TooMuchQueued {}
+
 fn is_token(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
@@ -106,6 +120,10 @@ pub struct RoomSettings {
     pub room_queued_bytes: usize,
     /// Bytes every room's ring together may hold. Default 64 MiB.
     pub max_queued_bytes: usize,
+    /// Bytes one identity's messages may hold in rings, all its rooms together (PROTOCOL.md
+    /// §5); past it its messages are refused, and nobody else's are given up for it. Default
+    /// 8 MiB, an eighth of `max_queued_bytes`.
+    pub max_queued_bytes_per_user: usize,
     /// Above this many members, `join` and `leave` are no longer announced. Default 100.
     pub presence_limit: usize,
     /// Messages a room keeps for resuming clients; 0 turns history off. Default 100.
@@ -120,6 +138,7 @@ impl Default for RoomSettings {
             buffer: 256,
             room_queued_bytes: 8 << 20,
             max_queued_bytes: 64 << 20,
+            max_queued_bytes_per_user: 8 << 20,
             presence_limit: 100,
             history: 100,
             history_ttl: Duration::from_secs(300),
@@ -146,6 +165,8 @@ struct Inner {
     settings: RoomSettings,
     /// Bytes held by every ring together.
     queued: AtomicUsize,
+    /// Each identity's part of them.
+    shares: Shares,
     /// Who numbers the rooms' events.
     sequencer: Arc<dyn Sequencer>,
     /// Messages a ring keeps for resuming clients: `settings.history` when the rings are
@@ -204,6 +225,7 @@ impl Rooms {
                 ..settings
             },
             queued: AtomicUsize::new(0),
+            shares: Shares::default(),
             sequencer,
             history,
             links: watch::Sender::new(0),
@@ -237,7 +259,8 @@ impl Rooms {
             .map(|entry| entry.lock())
             .filter(|state| state.members > 0);
         let here = entry.as_deref().zip(state.as_deref_mut());
-        self.send(room, here, Event::Notice { room, message });
+        // The server's own frames count against no one's share.
+        let _ = self.send(room, here, None, Event::Notice { room, message });
     }
 
     /// Whether a presence notice goes out now: small rooms only, and not faster than the
@@ -247,25 +270,31 @@ impl Rooms {
     }
 
     /// Hands `event` to the room's sequencer (see the module docs). `here`: the room on this
-    /// node, locked, if it has members here.
-    fn send(&self, name: &str, here: Option<(&Room, &mut RoomState)>, event: Event<'_>) {
-        let here = here.map(|(room, state)| Here::new(self, room, state));
-        self.inner.sequencer.send(name, event, here);
+    /// node, locked, if it has members here; `sender`: the share of the member who sent it.
+    fn send(
+        &self,
+        name: &str,
+        here: Option<(&Room, &mut RoomState)>,
+        sender: Option<&Arc<Share>>,
+        event: Event<'_>,
+    ) -> Result<(), TooMuchQueued> {
+        let here = here.map(|here| Here::new(self, here, sender));
+        self.inner.sequencer.send(name, event, here)
     }
 
     /// Tells the members that the room's seqs start over, and may have missed frames: a
     /// `lagged` without a seq, which also ends any overlap a member was skipping (its old
     /// seqs would otherwise hide the new ones).
     fn epoch_changed(&self, room: &Room, state: &mut RoomState) {
-        self.deliver(room, state, None, messages::lagged_json(None).into());
+        self.deliver(room, state, None, messages::lagged_json(None).into(), None);
     }
 
     /// Delivers `message` to the room's members: appends it to the ring, gives up the oldest
     /// messages while the ring is over any of its limits, and wakes the members.
-    fn deliver(&self, room: &Room, state: &mut RoomState, seq: Option<Seq>, message: Utf8Bytes) {
+    fn deliver(&self, room: &Room, state: &mut RoomState, seq: Option<Seq>, message: Utf8Bytes, held: Option<Held>) {
         let settings = &self.inner.settings;
         let now = Instant::now();
-        let size = state.ring.push(seq, now, message);
+        let size = state.ring.push(seq, now, message, held);
         let mut queued = self.inner.queued.fetch_add(size, Relaxed) + size;
         let keep = settings.buffer.max(self.inner.history);
         // The newest message is always kept, so a member never misses what was just sent

@@ -19,15 +19,17 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Room, RoomState, Rooms, Since};
+use super::{Room, RoomState, Rooms, Since, TooMuchQueued};
 use crate::messages::{Event, Seq};
+use crate::share::Share;
 
 /// Gives a room's events their `seq` and gets them to the room's members. The registry calls
 /// it under its locks, so implementations only queue work; they never block.
 pub(crate) trait Sequencer: Send + Sync {
     /// Sends `event` to every member of `room`. `here` is the room on this node, locked, when
-    /// it has members here; a sequencer that numbers events here delivers the event into it.
-    fn send(&self, room: &str, event: Event<'_>, here: Option<Here<'_>>);
+    /// it has members here; a sequencer that numbers events here delivers the event into it,
+    /// unless its sender's share of queued bytes is used up.
+    fn send(&self, room: &str, event: Event<'_>, here: Option<Here<'_>>) -> Result<(), TooMuchQueued>;
 
     /// Whether events are numbered here, as they happen, so this node's rings are the rooms'
     /// history. `false`: they are numbered elsewhere, which also keeps history; the rings
@@ -74,10 +76,11 @@ pub(crate) struct Synced {
 pub(crate) struct Local;
 
 impl Sequencer for Local {
-    fn send(&self, _room: &str, event: Event<'_>, here: Option<Here<'_>>) {
+    fn send(&self, _room: &str, event: Event<'_>, here: Option<Here<'_>>) -> Result<(), TooMuchQueued> {
         // A room with no members here has no one to tell and no history to keep it for.
-        if let Some(here) = here {
-            here.number(event);
+        match here {
+            Some(here) => here.number(event),
+            None => Ok(()),
         }
     }
 }
@@ -87,19 +90,37 @@ pub(crate) struct Here<'a> {
     rooms: &'a Rooms,
     room: &'a Room,
     state: &'a mut RoomState,
+    /// The sender's share, for an event a member sent.
+    sender: Option<&'a Arc<Share>>,
 }
 
 impl Here<'_> {
-    pub(super) fn new<'a>(rooms: &'a Rooms, room: &'a Room, state: &'a mut RoomState) -> Here<'a> {
-        Here { rooms, room, state }
+    pub(super) fn new<'a>(
+        rooms: &'a Rooms,
+        (room, state): (&'a Room, &'a mut RoomState),
+        sender: Option<&'a Arc<Share>>,
+    ) -> Here<'a> {
+        Here {
+            rooms,
+            room,
+            state,
+            sender,
+        }
     }
 
-    /// Gives `event` the room's next `seq` and delivers it to the members.
-    pub(crate) fn number(self, event: Event<'_>) {
+    /// Gives `event` the room's next `seq` and delivers it to the members, its bytes held of
+    /// its sender's share; or refuses it, changing nothing, when that share is used up.
+    pub(crate) fn number(self, event: Event<'_>) -> Result<(), TooMuchQueued> {
         let seq = Seq::new(self.state.ring.next_index());
         let json = event.json(seq);
+        let limit = self.rooms.inner.settings.max_queued_bytes_per_user;
+        let held = match self.sender {
+            Some(share) => Some(share.hold(json.len(), limit).ok_or(TooMuchQueued)?),
+            None => None,
+        };
         self.state.last_seq = seq.map_or(0, Seq::get);
-        self.rooms.deliver(self.room, self.state, seq, json.into());
+        self.rooms.deliver(self.room, self.state, seq, json.into(), held);
+        Ok(())
     }
 }
 

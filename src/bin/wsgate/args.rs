@@ -256,6 +256,10 @@ pub(crate) struct ServeArgs {
           default_value_t = Config::default().max_queued_bytes)]
     pub max_queued_bytes: usize,
 
+    /// Bytes one user's messages may hold in rooms; past it they are refused [default: an eighth of --max-queued-bytes]
+    #[arg(long, env = "WSGATE_MAX_QUEUED_BYTES_PER_USER", value_name = "BYTES", value_parser = whole::<usize>)]
+    pub max_queued_bytes_per_user: Option<usize>,
+
     /// Above this many members a room stops announcing join and leave
     #[arg(long, env = "WSGATE_PRESENCE_LIMIT", value_name = "N", value_parser = whole::<usize>,
           default_value_t = Config::default().presence_limit)]

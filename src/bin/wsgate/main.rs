@@ -210,6 +210,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Usage> {
     config.revocation_ttl = args.revocation_ttl.0;
     config.session_recheck = args.session_recheck.0;
     config.max_queued_bytes = args.max_queued_bytes;
+    config.max_queued_bytes_per_user = args.max_queued_bytes_per_user;
     config.presence_limit = args.presence_limit;
     config.history = args.history;
     config.max_replay_bytes_per_user = args.max_replay_bytes_per_user;
