@@ -7,6 +7,7 @@
 //! loadgen idle      --url ws://127.0.0.1:8080 --conns 10000 --hold 10
 //! loadgen fanout    --url ws://127.0.0.1:8080 --url2 ws://127.0.0.1:8081 ...   (members split over two nodes)
 //! loadgen attack    --url ws://127.0.0.1:8080 --silent 512 --flood 8 --honest 20 --honest-rate 10 --duration 20
+//! loadgen attack    --url ws://127.0.0.1:8080 --silent 2048 --honest 10 --honest-pace 750 --duration 10
 //! loadgen history   --url ws://127.0.0.1:8080 --rooms 1000 --messages 100 --size 100 --hold 10
 //! loadgen handshake --url wss://127.0.0.1:8443 --ca cert.pem --conns 50 --duration 10   (any scenario, over TLS)
 //! ```
@@ -721,6 +722,40 @@ async fn connect_within(addr: SocketAddr, room: &str, user: &str, key: &Key, lim
     }
 }
 
+/// A slow honest client: sends its upgrade request in three pieces `pace` apart and reads the
+/// status line; `Ok` on `101`, else the status or what went wrong.
+async fn upgrade_slowly(addr: SocketAddr, user: &str, key: &Key, pace: Duration) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let path = format!("/ws/chat/attack?token={}&user={user}", token(key, user));
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("io:{:?}", e.kind()))?;
+    let third = head.len() / 3;
+    for (i, piece) in [&head[..third], &head[third..2 * third], &head[2 * third..]]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            tokio::time::sleep(pace).await;
+        }
+        stream
+            .write_all(piece.as_bytes())
+            .await
+            .map_err(|_| "evicted".to_owned())?;
+    }
+    let mut response = [0u8; 64];
+    let n = stream.read(&mut response).await.map_err(|_| "evicted".to_owned())?;
+    match std::str::from_utf8(&response[..n]).unwrap_or("").split(' ').nth(1) {
+        Some("101") => Ok(()),
+        Some(status) => Err(status.to_owned()),
+        None => Err("evicted".to_owned()),
+    }
+}
+
 /// Counters of the attacking side.
 #[derive(Default)]
 struct AttackCounts {
@@ -744,6 +779,8 @@ struct AttackCounts {
 ///   failure, named by its status (`"429"`, `"503"`) or `"timeout"`, `"io:…"`, `"no welcome"`.
 ///   Latency is connect start → welcome received. The honest loops run on a thread and
 ///   runtime of their own, so their timings do not queue behind the attacking tasks'.
+/// - `--honest-pace MS` (ws:// only): the honest clients are slow: each sends its request head
+///   in three pieces, `MS` milliseconds apart, and succeeds on a `101` within `--timeout`.
 ///
 /// Every connect is bounded by `--timeout`; the attack stops when the honest loops are done,
 /// and at the latest `--timeout` + 2 s after the end.
@@ -752,6 +789,10 @@ async fn attack(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
     let flood = args.number("flood", 0)?;
     let honest = args.number("honest", 10)?;
     let honest_rate = args.number("honest-rate", 10)?;
+    let pace = Duration::from_millis(args.number("honest-pace", 0)?);
+    if !pace.is_zero() && TLS.get().is_some() {
+        return Err("--honest-pace paces a plain head: use a ws:// URL".into());
+    }
     let duration = Duration::from_secs(args.number("duration", 10)?);
     let limit = Duration::from_secs(args.number("timeout", 5)?.max(1));
     let default_warmup = if silent + flood > 0 { 1000 } else { 0 };
@@ -838,8 +879,7 @@ async fn attack(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
             Ok(runtime) => runtime.block_on(honest_loops(
                 addr,
                 honest_key,
-                honest,
-                honest_rate,
+                (honest, honest_rate, pace),
                 honest_start,
                 honest_deadline,
                 limit,
@@ -871,6 +911,7 @@ async fn attack(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
     Ok(json!({
         "scenario": "attack", "seconds": seconds, "warmup_s": warmup.as_secs_f64(),
         "silent": silent, "flood": flood, "honest": honest, "honest_rate": honest_rate,
+        "honest_pace_ms": pace.as_millis() as u64,
         "timeout_s": limit.as_secs(),
         "attempts": attempts, "accepted": ok, "errors": failed,
         "success_pct": if attempts > 0 { 100.0 * ok as f64 / attempts as f64 } else { 0.0 },
@@ -891,12 +932,12 @@ async fn attack(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
 type HonestResult = Result<(u64, u64, Failures, Vec<u32>), String>;
 
 /// `honest` loops of connect → welcome → close from `start` until `deadline`, each connection
-/// with a `sub` of its own. Returns attempts, successes, failures by kind, latencies (µs).
+/// with a `sub` of its own, `rate` a second per loop, its head sent at `pace` (see [`attack`]).
+/// Returns attempts, successes, failures by kind, latencies (µs).
 async fn honest_loops(
     addr: SocketAddr,
     key: Arc<Key>,
-    honest: u64,
-    rate: u64,
+    (honest, rate, pace): (u64, u64, Duration),
     start: Instant,
     deadline: Instant,
     limit: Duration,
@@ -929,6 +970,17 @@ async fn honest_loops(
                 attempts += 1;
                 let t0 = Instant::now();
                 let user = format!("h{h}-{attempts}");
+                if !pace.is_zero() {
+                    match timeout(limit, upgrade_slowly(addr, &user, &key, pace)).await {
+                        Ok(Ok(())) => {
+                            latencies.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                            ok += 1;
+                        }
+                        Ok(Err(kind)) => *failures.entry(kind).or_default() += 1,
+                        Err(_) => *failures.entry("timeout".to_owned()).or_default() += 1,
+                    }
+                    continue;
+                }
                 let welcomed = timeout(limit, async {
                     match connect_within(addr, "attack", &user, &key, limit).await {
                         Attempt::Open(mut ws) => match next_text(&mut ws).await {
