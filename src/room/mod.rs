@@ -20,6 +20,9 @@
 //! stays within the budget (plus the newest message of each room, which is always kept). Rooms
 //! kept only for history hold at most half the budget and number at most [`MAX_KEPT_ROOMS`];
 //! past either, the oldest are freed, so rooms nobody is in never crowd the rooms in use.
+//! And one identity's messages, all its rooms together, hold at most
+//! `max_queued_bytes_per_user` (`share.rs`): past it its own messages are refused, so one
+//! token cannot fill the budget and cost everyone else their history.
 //!
 //! **Who numbers the messages** is the room's sequencer (`sequencer.rs`): this node, or with
 //! Redis (PROTOCOL.md §8) Redis, which then also keeps history; the ring is then only the
