@@ -29,9 +29,8 @@ pub(crate) struct Entry {
     pub at: Instant,
     /// The frame's text, shared by every reader (a clone is a reference-count bump).
     pub text: Utf8Bytes,
-    /// Its bytes in its sender's share, given back when it leaves the ring (by being
-    /// dropped: nothing reads it).
-    pub _held: Option<Held>,
+    /// Its bytes in its sender's share, given back when it leaves the ring.
+    pub held: Option<Held>,
 }
 
 /// See the module docs.
@@ -59,12 +58,7 @@ impl Ring {
     /// Appends a message; returns its payload size.
     pub fn push(&mut self, seq: Option<Seq>, at: Instant, text: Utf8Bytes, held: Option<Held>) -> usize {
         let size = text.len();
-        self.entries.push_back(Entry {
-            seq,
-            at,
-            text,
-            _held: held,
-        });
+        self.entries.push_back(Entry { seq, at, text, held });
         self.next += 1;
         self.bytes += size;
         size
@@ -99,6 +93,11 @@ impl Ring {
 
     pub fn front(&self) -> Option<&Entry> {
         self.entries.front()
+    }
+
+    /// The messages, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
     }
 
     /// The index the next message gets.

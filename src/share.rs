@@ -43,6 +43,13 @@ pub(crate) struct Held {
     bytes: usize,
 }
 
+impl Held {
+    /// Whether these bytes are held of `share`.
+    pub fn is_of(&self, share: &Arc<Share>) -> bool {
+        Arc::ptr_eq(&self.share, share)
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.share.bytes.fetch_sub(self.bytes, Relaxed);

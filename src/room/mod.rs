@@ -295,25 +295,51 @@ impl Rooms {
     /// Delivers `message` to the room's members: appends it to the ring, gives up the oldest
     /// messages while the ring is over any of its limits, and wakes the members.
     fn deliver(&self, room: &Room, state: &mut RoomState, seq: Option<Seq>, message: Utf8Bytes, held: Option<Held>) {
-        let settings = &self.inner.settings;
         let now = Instant::now();
         let size = state.ring.push(seq, now, message, held);
         let mut queued = self.inner.queued.fetch_add(size, Relaxed) + size;
-        let keep = settings.buffer.max(self.inner.history);
-        // The newest message is always kept, so a member never misses what was just sent
-        // unless it is already behind. Past the member buffer, history expires by age.
         while let Some(oldest) = state.ring.front()
-            && state.ring.len() > 1
-            && (state.ring.len() > keep
-                || state.ring.bytes() > settings.room_queued_bytes
-                || queued > settings.max_queued_bytes
-                || (state.ring.len() > settings.buffer
-                    && now.saturating_duration_since(oldest.at) >= settings.history_ttl))
+            && self.gives_up(state.ring.len(), state.ring.bytes(), queued, oldest.at, now)
         {
             self.pop_front(state);
             queued = self.queued_bytes();
         }
         room.newest.send_replace(state.ring.next_index());
+    }
+
+    /// Whether a ring of `len` messages and `bytes`, while all rooms hold `queued`, gives up
+    /// its oldest message (which arrived `at`): over the count it keeps, its bytes or the
+    /// budget's, or past the member buffer and older than history keeps. The newest message
+    /// is always kept, so a member never misses what was just sent unless it is already
+    /// behind.
+    fn gives_up(&self, len: usize, bytes: usize, queued: usize, at: Instant, now: Instant) -> bool {
+        let settings = &self.inner.settings;
+        len > 1
+            && (len > settings.buffer.max(self.inner.history)
+                || bytes > settings.room_queued_bytes
+                || queued > settings.max_queued_bytes
+                || (len > settings.buffer && now.saturating_duration_since(at) >= settings.history_ttl))
+    }
+
+    /// The bytes of `share`'s own messages that this room would give up if it took one more
+    /// of `size` now (see [`Rooms::deliver`]): a sender whose frames fill its own room makes
+    /// room for its next message with its own oldest, as before there were shares.
+    fn own_given_up(&self, state: &RoomState, size: usize, share: &Arc<Share>) -> usize {
+        let now = Instant::now();
+        let (mut len, mut bytes) = (state.ring.len() + 1, state.ring.bytes() + size);
+        let mut queued = self.queued_bytes() + size;
+        let mut own = 0;
+        for entry in state.ring.iter() {
+            if !self.gives_up(len, bytes, queued, entry.at, now) {
+                break;
+            }
+            let size = entry.text.len();
+            (len, bytes, queued) = (len - 1, bytes - size, queued.saturating_sub(size));
+            if entry.held.as_ref().is_some_and(|held| held.is_of(share)) {
+                own += size;
+            }
+        }
+        own
     }
 
     fn pop_front(&self, state: &mut RoomState) {

@@ -115,7 +115,16 @@ impl Here<'_> {
         let json = event.json(seq);
         let limit = self.rooms.inner.settings.max_queued_bytes_per_user;
         let held = match self.sender {
-            Some(share) => Some(share.hold(json.len(), limit).ok_or(TooMuchQueued)?),
+            Some(share) => {
+                // What this message makes the ring give up of the sender's own frames counts
+                // as freed: a lone sender keeps going at the room's own limits.
+                let freed = self.rooms.own_given_up(self.state, json.len(), share);
+                Some(
+                    share
+                        .hold(json.len(), limit.saturating_add(freed))
+                        .ok_or(TooMuchQueued)?,
+                )
+            }
             None => None,
         };
         self.state.last_seq = seq.map_or(0, Seq::get);
