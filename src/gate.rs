@@ -24,7 +24,8 @@
 //!    step that may wait (a session store); every cheaper refusal has happened already. A
 //!    session cookie, which needs the store, first takes one of `max_deciding` places of its
 //!    own (`503` when none is free): a slow or stalled store then holds those places only,
-//!    never the ones that handshakes decided locally (JWTs) need.
+//!    never the ones that handshakes decided locally (JWTs) need. The username, whoever
+//!    vouched for it, must pass the `sub` rule (`401` `username: …`).
 //!    Then the revocation list: a valid credential that was revoked (by `jti`, by user, by
 //!    session) is a `401` too.
 //! 7. **Room authorization**: the identity's `rooms` must allow the room (`403`).
@@ -68,6 +69,7 @@ use crate::config::Config;
 use crate::credentials::{Carrier, Carriers, percent_decode};
 use crate::handshake::Upgrade;
 use crate::head::RequestHead;
+use crate::jwt::check_subject;
 use crate::origin::{OriginPolicy, Transport};
 use crate::rejection::Rejection;
 use crate::revocation::Revocations;
@@ -181,6 +183,11 @@ impl<A: Authenticator> Gate<A> {
             self.authenticator.authenticate(&credential, head).await,
         )?;
         drop(lookup);
+        // The `sub` rule for every username, whoever vouched for it (a token, a session
+        // store, an embedder's authenticator): it is shown to every member and logged.
+        let named = check_subject(&identity.username)
+            .map_err(|e| Rejection::InvalidCredential(format!("username: {e}").into()));
+        step("username", named)?;
         let session = (credential.carrier() == Carrier::SessionCookie).then(|| credential.secret().to_owned());
         let revoked = match self.revocations.check(&identity, session.as_deref()) {
             None => Ok(()),

@@ -340,8 +340,9 @@ async fn logs_are_escaped_and_throttled() {
 
     let forged = "root\n2026-11-29T00:00:00Z  INFO wsgate: handshake accepted user=admin\u{1b}[2J";
     let server = TestServer::start_with(config(), Named(forged)).await;
-    let (mut client, _) = server.connect("/ws/chat/lobby?token=good", &[]).await.unwrap();
-    assert_eq!(next_json(&mut client).await["type"], "welcome");
+    // Such a username is refused outright (the `sub` rule holds for every authenticator)...
+    let refusal = refused(server.connect("/ws/chat/lobby?token=good", &[]).await);
+    assert_eq!(refusal.status(), 401);
 
     let started = std::time::Instant::now();
     for _ in 0..60 {
@@ -350,15 +351,11 @@ async fn logs_are_escaped_and_throttled() {
     // One more after a pause reports how many were left out.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let _ = server.connect("/ws/chat/lobby?token=bad", &[]).await;
-    drop(client);
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(!log.contains("\n2026-11-29T00:00:00Z"), "a forged line:\n{log}");
+    // ... and never reaches the log as written.
     assert!(!log.contains('\u{1b}'), "a raw escape:\n{log}");
-    assert!(
-        log.contains(r#"root\n2026"#),
-        "the username is not logged escaped:\n{log}"
-    );
     let refusals = log.lines().filter(|l| l.contains("handshake rejected")).count();
     let allowed = 5 * (started.elapsed().as_secs() as usize + 2);
     assert!(refusals <= allowed, "{refusals} refusal lines for 61 refusals");

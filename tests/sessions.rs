@@ -351,3 +351,32 @@ async fn a_session_cookie_connection_cannot_refresh_into_a_token() {
         assert_ne!(got["type"], "refreshed");
     }
 }
+
+#[tokio::test]
+async fn a_session_whose_username_breaks_the_sub_rule_is_refused() {
+    use wsgate::auth::{Identity, JwtAuthenticator, MemorySessionStore};
+    use wsgate::jwt::Verifier;
+    let sessions = MemorySessionStore::default();
+    let bad = ["evil\u{202E}gpj.exe", "root\n2026 INFO forged", "", &"x".repeat(5000)];
+    for (i, name) in bad.iter().enumerate() {
+        sessions.insert(format!("s-bad-{i}"), Identity::new(*name));
+    }
+    sessions.insert("s-good", Identity::new("grace"));
+    let verifier = Verifier::new(vec![key()], Validation::default()).unwrap();
+    let server = TestServer::start_with(config(), JwtAuthenticator::with_sessions(verifier, sessions)).await;
+    let origin = format!("http://{}", server.addr);
+    for (i, name) in bad.iter().enumerate() {
+        let cookie = format!("sessionid=s-bad-{i}");
+        let refusal = refused(
+            server
+                .connect("/ws/chat/lobby", &[("Cookie", &cookie), ("Origin", &origin)])
+                .await,
+        );
+        assert_eq!(refusal.status(), 401, "{name:?}");
+    }
+    let (mut grace, _) = server
+        .connect("/ws/chat/lobby", &[("Cookie", "sessionid=s-good"), ("Origin", &origin)])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut grace).await["username"], "grace");
+}
