@@ -385,3 +385,38 @@ async fn one_user_filling_rooms_costs_other_users_neither_history_nor_messages()
     }
     assert_eq!(texts, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_share_comes_back_when_its_frames_expire_even_if_someone_stays_in_the_room() {
+    let server = TestServer::start(config().with(|c| {
+        c.max_queued_bytes_per_user = Some(200_000);
+        c.history_ttl = Duration::from_secs(1);
+    }))
+    .await;
+    // Mallory sits in the quiet room and does nothing.
+    let (_mallory, _) = join_at(&server, "quiet", "mallory").await;
+    let (mut honest, _) = join_at(&server, "quiet", "honest").await;
+    let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(50_000));
+    let mut refused = false;
+    for _ in 0..4 {
+        send(&mut honest, &big).await;
+        refused = next_json(&mut honest).await["type"] == "error";
+    }
+    assert!(refused, "the fourth 50 KB message should pass a 200 KB share");
+    drop(honest);
+    // Once those frames are older than the history TTL, the share is back, in any room.
+    let (mut honest, _) = join_at(&server, "other", "honest").await;
+    let mut accepted = false;
+    for _ in 0..25 {
+        send(&mut honest, &big).await;
+        if next_json(&mut honest).await["type"] == "message" {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        accepted,
+        "the share never came back while mallory stayed in the quiet room"
+    );
+}

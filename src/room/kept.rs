@@ -30,11 +30,28 @@ impl Registry {
 }
 
 impl Rooms {
-    /// Frees what kept rooms hold past its TTL, and the rooms left empty by it. The server
-    /// calls it every second.
+    /// Frees what rooms hold past the history TTL, and the kept rooms left empty by it. The
+    /// server calls it every second.
+    ///
+    /// Rooms in use give up such frames too: a quiet room would otherwise hold its last
+    /// messages, their memory and their senders' shares (`share.rs`) for as long as anyone
+    /// stays in it. A member that had not taken them yet (behind by the whole TTL) is told
+    /// it lagged, as when a budget gives them up.
     pub(crate) fn sweep(&self, now: Instant) {
         let ttl = self.inner.settings.history_ttl;
+        let expired = |state: &RoomState| {
+            state
+                .ring
+                .front()
+                .is_some_and(|e| now.saturating_duration_since(e.at) >= ttl)
+        };
         let mut registry = self.lock();
+        for entry in registry.rooms.values() {
+            let mut state = entry.lock();
+            while !state.kept && expired(&state) {
+                self.pop_front(&mut state);
+            }
+        }
         let kept = std::mem::take(&mut registry.kept);
         for name in kept {
             let Some(entry) = registry.rooms.get(&name).cloned() else {
@@ -42,11 +59,7 @@ impl Rooms {
             };
             let mut state = entry.lock();
             let before = state.ring.bytes();
-            while state
-                .ring
-                .front()
-                .is_some_and(|e| now.saturating_duration_since(e.at) >= ttl)
-            {
+            while expired(&state) {
                 self.pop_front(&mut state);
             }
             registry.kept_bytes -= before - state.ring.bytes();
