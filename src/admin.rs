@@ -96,18 +96,25 @@ async fn answer(
             .await
             .ok()?
             .ok()?;
-        let body = read_body(&mut counted, &request.head, request.leftover.clone(), deadline).await;
-        Some((request, body))
+        // The route and the key are checked on the head: a request without the key is
+        // answered without its body being read, so a keyless body never counts as progress.
+        let routed = match route(&request.head, &key) {
+            Ok(route) => read_body(&mut counted, &request.head, request.leftover.clone(), deadline)
+                .await
+                .map(|body| (route, body)),
+            Err(refusal) => Err(refusal),
+        };
+        Some((request, routed))
     };
     let read = tokio::select! {
         read = read => read,
         _ = &mut slot.evicted => None,
     };
-    let Some((request, body)) = read else { return };
+    let Some((request, routed)) = read else { return };
     if !slot.head_read() {
         return;
     }
-    let decided = body.and_then(|body| decide(&request.head, body.as_deref(), &key, &handle, limits));
+    let decided = routed.and_then(|(route, body)| decide(route, body.as_deref(), &handle, limits));
     let response = match decided {
         Ok(Decided::Answer(response)) => response,
         // Waits at most the Redis timeout, still within this socket's place.
@@ -163,13 +170,8 @@ async fn read_body(
 
 /// Route, key, body, in that order: an unknown path is `404` for anyone, a known one needs
 /// the key before its body is even parsed.
-fn decide(
-    head: &RequestHead,
-    body: Option<&[u8]>,
-    key: &AdminKey,
-    handle: &Handle,
-    limits: Limits,
-) -> Result<Decided, Refusal> {
+/// The route, if the head names one and holds the key: checked before the body is read.
+fn route(head: &RequestHead, key: &AdminKey) -> Result<Route, Refusal> {
     let route = match (head.method(), head.path()) {
         ("POST", "/admin/revoke") => Route::Revoke,
         ("POST", "/admin/publish") => Route::Publish,
@@ -183,6 +185,11 @@ fn decide(
     if !offered.is_some_and(|offered| key.matches(offered.as_bytes())) {
         return Err((StatusCode::UNAUTHORIZED, "the admin key is missing or wrong".to_owned()));
     }
+    Ok(route)
+}
+
+/// What a keyed request to `route` with `body` does.
+fn decide(route: Route, body: Option<&[u8]>, handle: &Handle, limits: Limits) -> Result<Decided, Refusal> {
     let body = body.ok_or((StatusCode::BAD_REQUEST, "a JSON body is required".to_owned()))?;
     let bad = |why: String| (StatusCode::BAD_REQUEST, why);
     match route {

@@ -12,6 +12,12 @@
 //! must send faster than the slowest honest client, and still finishes its head (and is
 //! decided) within the handshake timeout. The descriptors held stay within the budget.
 //!
+//! Bytes count up to [`CREDIT`] only: an attacker that sends a large unfinished head at once
+//! (up to 8 KiB, never completed) would otherwise look eight times busier than an honest
+//! client that has sent its whole head. Still, bytes are cheap: sockets that each send 1 KiB
+//! at once, renewed fast enough, outrank a client slower than `CREDIT × new sockets a second
+//! / budget` bytes a second (README's "Holding the door" has the worst cases measured).
+//!
 //! Choosing costs one pass over the readers (at most the budget, 1,024 by default) per
 //! eviction, and stops at the first silent one, which in a silent flood is the oldest.
 //!
@@ -137,12 +143,16 @@ impl Pending {
     }
 }
 
-/// The reader to evict: the oldest silent one, else the one with the fewest bytes for its
-/// age (compared as `bytes_a × age_b < bytes_b × age_a`, in integers).
+/// The most bytes that count as a reader's progress: about what an honest browser's head (or
+/// TLS hello) takes.
+pub(crate) const CREDIT: u64 = 1024;
+
+/// The reader to evict: the oldest silent one, else the one with the fewest bytes (at most
+/// [`CREDIT`]) for its age (compared as `bytes_a × age_b < bytes_b × age_a`, in integers).
 fn least_progress(reading: &BTreeMap<u64, Reader>, now: Instant) -> Option<u64> {
     let mut least: Option<(u64, u128, u128)> = None;
     for (&id, reader) in reading {
-        let bytes = u128::from(reader.progress.load(Relaxed));
+        let bytes = u128::from(reader.progress.load(Relaxed).min(CREDIT));
         if bytes == 0 {
             return Some(id);
         }
