@@ -194,3 +194,55 @@ async fn a_key_holder_whose_body_comes_later_gets_in_during_a_silent_flood() {
     assert!(sockets.len() > 64);
     assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
 }
+
+#[tokio::test]
+async fn keyless_bodies_cannot_keep_a_slow_key_holder_out() {
+    let server = server().await;
+    let admin = server.admin.unwrap();
+    // Without the key: a head announcing 64 KiB, and 60 KB of it, from 63 of the 64 places.
+    let mut junk =
+        format!("POST /admin/revoke HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 65536\r\n\r\n").into_bytes();
+    junk.extend(std::iter::repeat_n(b'a', 60_000));
+    let mut keyless = Vec::new();
+    for _ in 0..63 {
+        let mut socket = within(TcpStream::connect(admin)).await.unwrap();
+        let _ = socket.write_all(&junk).await;
+        keyless.push(socket);
+    }
+    let body = r#"{"user":"mallory"}"#;
+    let request = format!(
+        "POST /admin/revoke HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let key_holder = async {
+        let mut socket = within(TcpStream::connect(admin)).await.unwrap();
+        let third = request.len() / 3;
+        for (i, piece) in [&request[..third], &request[third..2 * third], &request[2 * third..]]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(750)).await;
+            }
+            if socket.write_all(piece.as_bytes()).await.is_err() {
+                return "evicted".to_owned();
+            }
+        }
+        let mut response = vec![0; 256];
+        let n = within(socket.read(&mut response)).await.unwrap_or(0);
+        String::from_utf8_lossy(&response[..n]).into_owned()
+    };
+    // And one more keyless socket a second meanwhile.
+    let more = async {
+        let mut sockets = Vec::new();
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let mut socket = within(TcpStream::connect(admin)).await.unwrap();
+            let _ = socket.write_all(&junk).await;
+            sockets.push(socket);
+        }
+        sockets
+    };
+    let (response, _more) = tokio::join!(key_holder, more);
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+}
