@@ -26,7 +26,7 @@ use crate::config::AdminKey;
 use crate::handle::Handle;
 use crate::head::RequestHead;
 use crate::http::{self, Response, Unread};
-use crate::pending::{Pending, Slot};
+use crate::pending::{self, Pending, Slot};
 use crate::revocation::{Revoke, json_error};
 use crate::room;
 use crate::shutdown::{Running, Shutdown};
@@ -62,7 +62,7 @@ pub(crate) async fn serve(
             },
             _ = shutdown.wait() => return,
         };
-        let Some(slot) = sockets.enter() else {
+        let Some(slot) = sockets.enter(pending::sent(&stream)) else {
             continue; // every place is answering: dropped, which closes the socket
         };
         let (key, handle) = (key.clone(), handle.clone());

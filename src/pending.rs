@@ -98,8 +98,8 @@ impl Pending {
 
     /// A place for a socket just accepted, evicting a lingering socket or else the reader
     /// with the least progress if the budget is full; `None` when every place is held by a
-    /// socket past its head.
-    pub fn enter(&self) -> Option<Slot> {
+    /// socket past its head. `sent`: whether it has sent something already (see [`sent`]).
+    pub fn enter(&self, sent: bool) -> Option<Slot> {
         let mut inner = self.lock();
         let now = Instant::now();
         if inner.reading.len() + inner.deciding + inner.lingering.len() >= self.max {
@@ -116,7 +116,7 @@ impl Pending {
         let id = inner.next_id;
         inner.next_id += 1;
         let (evict, evicted) = oneshot::channel();
-        let progress = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(AtomicU64::new(u64::from(sent)));
         let reader = Reader {
             evict,
             progress: progress.clone(),
@@ -141,6 +141,16 @@ impl Pending {
         // The map is consistent after every statement, so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether a socket just accepted has bytes waiting already, peeked without reading them. Under
+/// a flood its task may not read for a few milliseconds, long enough for the budget to cycle:
+/// an honest client that sent its head with its connect must not look silent meanwhile.
+pub(crate) fn sent(stream: &tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    let mut peeked = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    matches!(stream.poll_peek(&mut cx, &mut peeked), Poll::Ready(Ok(1..)))
 }
 
 /// The most bytes that count as a reader's progress: about what an honest browser's head (or
@@ -279,9 +289,9 @@ mod tests {
     #[test]
     fn the_oldest_reader_makes_way_and_deciders_do_not() {
         let pending = Pending::new(2);
-        let mut first = pending.enter().unwrap();
-        let mut second = pending.enter().unwrap();
-        let third = pending.enter().unwrap();
+        let mut first = pending.enter(false).unwrap();
+        let mut second = pending.enter(false).unwrap();
+        let third = pending.enter(false).unwrap();
         assert!(first.evicted.try_recv().is_ok(), "the oldest reader is evicted");
         assert!(second.evicted.try_recv().is_err());
         assert!(!first.head_read(), "an evicted socket must stop");
@@ -290,10 +300,10 @@ mod tests {
         assert!(second.head_read());
         let mut third = third;
         assert!(third.head_read());
-        assert!(pending.enter().is_none(), "every place is past its head");
+        assert!(pending.enter(false).is_none(), "every place is past its head");
         drop(second);
         assert_eq!(pending.len(), 1);
-        assert!(pending.enter().is_some());
+        assert!(pending.enter(false).is_some());
         drop(third);
         assert_eq!(pending.len(), 0);
     }
@@ -301,21 +311,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silent_readers_go_first_then_the_least_progress_for_its_age() {
         let pending = Pending::new(3);
-        let mut slow = pending.enter().unwrap();
+        let mut slow = pending.enter(false).unwrap();
         slow.progress.store(100, Relaxed);
         tokio::time::advance(std::time::Duration::from_secs(2)).await;
-        let mut quick = pending.enter().unwrap();
+        let mut quick = pending.enter(false).unwrap();
         quick.progress.store(100, Relaxed);
         tokio::time::advance(std::time::Duration::from_secs(1)).await;
-        let mut silent = pending.enter().unwrap();
+        let mut silent = pending.enter(false).unwrap();
         // The youngest, but it has sent nothing.
-        let mut newcomer = pending.enter().unwrap();
+        let mut newcomer = pending.enter(false).unwrap();
         assert!(silent.evicted.try_recv().is_ok());
         assert!(slow.evicted.try_recv().is_err() && quick.evicted.try_recv().is_err());
         // Now none is silent but the newcomer, which is the only one that is not: give it
         // bytes. 100 bytes in 3 s is less than 100 in 1 s, or 10 in 0 s.
         newcomer.progress.store(10, Relaxed);
-        let _last = pending.enter().unwrap();
+        let _last = pending.enter(false).unwrap();
         assert!(slow.evicted.try_recv().is_ok(), "the slowest for its age goes next");
         assert!(quick.evicted.try_recv().is_err() && newcomer.evicted.try_recv().is_err());
     }
@@ -323,11 +333,11 @@ mod tests {
     #[test]
     fn a_lingering_refusal_makes_way_before_any_reader() {
         let pending = Pending::new(2);
-        let mut refused = pending.enter().unwrap();
+        let mut refused = pending.enter(false).unwrap();
         assert!(refused.head_read());
         refused.linger();
-        let mut reader = pending.enter().unwrap();
-        let _newcomer = pending.enter().unwrap();
+        let mut reader = pending.enter(false).unwrap();
+        let _newcomer = pending.enter(false).unwrap();
         assert!(refused.evicted.try_recv().is_ok(), "the lingering socket goes first");
         assert!(reader.evicted.try_recv().is_err());
         drop(refused);

@@ -46,6 +46,7 @@ use crate::config::{Config, ConfigError};
 use crate::handle::Handle;
 use crate::http::Response;
 use crate::jwt::Verifier;
+use crate::pending;
 use crate::rejection::Rejection;
 use crate::shutdown::{Coordinator, Running, Shutdown};
 use crate::socket::{Socket, log_refusal};
@@ -189,7 +190,7 @@ impl<A: Authenticator> Server<A> {
                         // A place in the pending budget, maybe by evicting the silent or
                         // slowest socket. With none to be had, refuse at once: no task, no
                         // waiting for a head, the descriptor closed right here.
-                        let Some(slot) = self.state.pending.enter() else {
+                        let Some(slot) = self.state.pending.enter(pending::sent(&stream)) else {
                             self.refuse_at_once(&stream, peer);
                             continue;
                         };
