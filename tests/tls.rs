@@ -523,3 +523,103 @@ fn files_that_would_block_or_flood_a_reload_are_refused_at_once() {
         assert!(error.to_string().contains(says), "{}: {error}", path.display());
     }
 }
+
+/// A client's link with a round trip of `delay`: a flight that answers the server (a write
+/// after a read) leaves `delay` late. The first flight, the TLS hello, goes out with the
+/// connect, as it does on a real link.
+struct SlowLink {
+    stream: TcpStream,
+    delay: Duration,
+    answered: bool,
+    wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl tokio::io::AsyncRead for SlowLink {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.answered = true;
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for SlowLink {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if std::mem::take(&mut self.answered) {
+            let delay = self.delay;
+            self.wait = Some(Box::pin(tokio::time::sleep(delay)));
+        }
+        if let Some(wait) = &mut self.wait {
+            std::task::ready!(wait.as_mut().poll(cx));
+            self.wait = None;
+        }
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_tls_client_on_a_slow_link_gets_in_during_a_silent_flood() {
+    let pair = self_signed();
+    let server = tls_server(&pair, |c| c.max_pending = 8).await;
+    let addr = server.addr;
+    let honest = async {
+        let stream = within(TcpStream::connect(addr)).await.unwrap();
+        let link = SlowLink {
+            stream,
+            delay: Duration::from_millis(200),
+            answered: false,
+            wait: None,
+        };
+        let path = format!("wss://{addr}/ws/chat/lobby?token={}", token("far"));
+        let connected = tokio_tungstenite::client_async_tls_with_config(
+            path.into_client_request().unwrap(),
+            link,
+            None,
+            Some(client(&[&pair.0])),
+        );
+        match within(connected).await {
+            Ok((mut ws, _)) => {
+                let welcome = within(futures_util::StreamExt::next(&mut ws)).await;
+                format!("{welcome:?}")
+            }
+            Err(e) => format!("refused: {e}"),
+        }
+    };
+    // Silent sockets, one every 5 ms for 1.5 s: the 8 places cycle every 40 ms, far faster
+    // than the client's 200 ms flights.
+    let silent = async {
+        let mut sockets = Vec::new();
+        for _ in 0..300 {
+            sockets.push(within(TcpStream::connect(addr)).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sockets
+    };
+    let (welcome, sockets) = tokio::join!(honest, silent);
+    assert!(sockets.len() > 100);
+    assert!(welcome.contains("welcome"), "{welcome}");
+}
