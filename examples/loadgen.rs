@@ -756,6 +756,9 @@ async fn upgrade_slowly(addr: SocketAddr, user: &str, key: &Key, pace: Duration)
     }
 }
 
+/// What a slowloris socket drips, a byte at a time: a head that never ends.
+const DRIP: &[u8] = b"GET /ws/chat/attack HTTP/1.1\r\nX-Drip: ";
+
 /// Counters of the attacking side.
 #[derive(Default)]
 struct AttackCounts {
@@ -772,6 +775,8 @@ struct AttackCounts {
 ///
 /// - `--silent N` TCP sockets that never send a byte; one the server closes (evicts) is
 ///   opened again at once, so they keep pressing on the budget of sockets not yet admitted;
+///   with `--drip-ms MS` they are slowloris instead: each sends one byte of a head that never
+///   ends every `MS`;
 /// - `--flood C` loops of connect with a token signed by another key (each expects `401`);
 /// - `--honest H` loops of connect → welcome → close, each connection with a valid token and
 ///   a `sub` of its own, at `--honest-rate R` connects per second per loop (0: back to back).
@@ -786,6 +791,8 @@ struct AttackCounts {
 /// and at the latest `--timeout` + 2 s after the end.
 async fn attack(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> {
     let silent = args.number("silent", 0)?;
+    // Slowloris: the silent sockets drip one byte of a head every this many ms (0: never).
+    let drip = Duration::from_millis(args.number("drip-ms", 0)?);
     let flood = args.number("flood", 0)?;
     let honest = args.number("honest", 10)?;
     let honest_rate = args.number("honest-rate", 10)?;
@@ -827,15 +834,36 @@ async fn attack(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
                     }
                 };
                 counts.silent_opens.fetch_add(1, Relaxed);
-                // Never write; wait for the server to let go of us, then come back.
-                tokio::select! {
-                    _ = stopped.changed() => return Failures::new(),
-                    _ = tokio::time::sleep_until(end) => return Failures::new(),
-                    read = stream.read(&mut buf) => {
-                        if matches!(read, Ok(n) if n > 0) {
-                            counts.silent_answered.fetch_add(1, Relaxed);
+                // Never write (or, with `--drip-ms`, one byte of a head that never ends each
+                // time); wait for the server to let go of us, then come back.
+                let mut sent = 0usize;
+                loop {
+                    let next_drip = async {
+                        match drip.is_zero() {
+                            true => std::future::pending().await,
+                            false => tokio::time::sleep(drip).await,
                         }
-                        counts.silent_closed_by_server.fetch_add(1, Relaxed);
+                    };
+                    tokio::select! {
+                        _ = stopped.changed() => return Failures::new(),
+                        _ = tokio::time::sleep_until(end) => return Failures::new(),
+                        () = next_drip => {
+                            use tokio::io::AsyncWriteExt;
+                            let byte = DRIP.get(sent).copied().unwrap_or(b'a');
+                            sent += 1;
+                            if stream.write_all(&[byte]).await.is_ok() {
+                                continue;
+                            }
+                            counts.silent_closed_by_server.fetch_add(1, Relaxed);
+                            break;
+                        }
+                        read = stream.read(&mut buf) => {
+                            if matches!(read, Ok(n) if n > 0) {
+                                counts.silent_answered.fetch_add(1, Relaxed);
+                            }
+                            counts.silent_closed_by_server.fetch_add(1, Relaxed);
+                            break;
+                        }
                     }
                 }
             }
@@ -910,7 +938,7 @@ async fn attack(args: &Args, key: Arc<Key>) -> Result<serde_json::Value, Error> 
     let over_1s = latencies.iter().filter(|&&us| us >= 1_000_000).count();
     Ok(json!({
         "scenario": "attack", "seconds": seconds, "warmup_s": warmup.as_secs_f64(),
-        "silent": silent, "flood": flood, "honest": honest, "honest_rate": honest_rate,
+        "silent": silent, "drip_ms": drip.as_millis() as u64, "flood": flood, "honest": honest, "honest_rate": honest_rate,
         "honest_pace_ms": pace.as_millis() as u64,
         "timeout_s": limit.as_secs(),
         "attempts": attempts, "accepted": ok, "errors": failed,
