@@ -214,24 +214,7 @@ async fn keyless_bodies_cannot_keep_a_slow_key_holder_out() {
         "POST /admin/revoke HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let key_holder = async {
-        let mut socket = within(TcpStream::connect(admin)).await.unwrap();
-        let third = request.len() / 3;
-        for (i, piece) in [&request[..third], &request[third..2 * third], &request[2 * third..]]
-            .into_iter()
-            .enumerate()
-        {
-            if i > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(750)).await;
-            }
-            if socket.write_all(piece.as_bytes()).await.is_err() {
-                return "evicted".to_owned();
-            }
-        }
-        let mut response = vec![0; 256];
-        let n = within(socket.read(&mut response)).await.unwrap_or(0);
-        String::from_utf8_lossy(&response[..n]).into_owned()
-    };
+    let key_holder = send_slowly(admin, &request);
     // And one more keyless socket a second meanwhile.
     let more = async {
         let mut sockets = Vec::new();

@@ -450,31 +450,6 @@ async fn flood(addr: std::net::SocketAddr, every: Duration, duration: Duration, 
     sockets
 }
 
-/// Sends `request` in three pieces 0.75 s apart (a slow link) and returns the status line.
-async fn send_slowly(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut socket = within(TcpStream::connect(addr)).await.unwrap();
-    let bytes = request.as_bytes();
-    let third = bytes.len() / 3;
-    for (i, piece) in [&bytes[..third], &bytes[third..2 * third], &bytes[2 * third..]]
-        .into_iter()
-        .enumerate()
-    {
-        if i > 0 {
-            tokio::time::sleep(Duration::from_millis(750)).await;
-        }
-        if socket.write_all(piece).await.is_err() {
-            return "evicted while sending".to_owned();
-        }
-    }
-    let mut response = vec![0; 512];
-    let n = within(socket.read(&mut response)).await.unwrap_or(0);
-    String::from_utf8_lossy(&response[..n])
-        .lines()
-        .next()
-        .unwrap_or("closed")
-        .to_owned()
-}
-
 #[tokio::test]
 async fn a_head_sent_slowly_gets_in_during_a_flood_of_silent_or_dripping_sockets() {
     let server = TestServer::start(config().with(|c| c.max_pending = 8)).await;
@@ -483,7 +458,14 @@ async fn a_head_sent_slowly_gets_in_during_a_flood_of_silent_or_dripping_sockets
     // but less for their age than a client that keeps sending).
     for first in [&b""[..], b"G"] {
         let (status, flooded) = tokio::join!(
-            send_slowly(server.addr, &request),
+            async {
+                send_slowly(server.addr, &request)
+                    .await
+                    .lines()
+                    .next()
+                    .unwrap_or("closed")
+                    .to_owned()
+            },
             flood(
                 server.addr,
                 Duration::from_millis(6),

@@ -341,3 +341,25 @@ pub fn publish_in_background(
         sink
     })
 }
+
+/// Sends `request` in three pieces 0.75 s apart (a slow link) and returns what came back, or
+/// `evicted while sending` when the server let go of the socket first.
+pub async fn send_slowly(addr: SocketAddr, request: &str) -> String {
+    let mut socket = within(TcpStream::connect(addr)).await.unwrap();
+    let bytes = request.as_bytes();
+    let third = bytes.len() / 3;
+    for (i, piece) in [&bytes[..third], &bytes[third..2 * third], &bytes[2 * third..]]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(750)).await;
+        }
+        if socket.write_all(piece).await.is_err() {
+            return "evicted while sending".to_owned();
+        }
+    }
+    let mut response = vec![0; 512];
+    let n = within(socket.read(&mut response)).await.unwrap_or(0);
+    String::from_utf8_lossy(&response[..n]).into_owned()
+}
